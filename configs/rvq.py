@@ -1,0 +1,101 @@
+"""Trains the temporal conv RVQ-VAE (6 levels sharing one 512-code EMA codebook) on expressions.
+
+The main job's model: 64-frame windows of FLAME-53 features, 4x temporal downsampling, code_dim
+128, velocity loss, k-means init on the first global batch, dead-code restart, quantizer dropout.
+Command: `python -m dfe_jax.train --config configs/rvq.py --workdir /tmp/dfe` (training fields
+are added by the trainer; `--config configs/rvq.py:smoke` shrinks everything for a quick check).
+
+`config.model` keys (read by `dfe_jax.models.get_model`):
+  name                     "temporal_conv" | "frame_transformer"
+  feature_dim              F, input features per frame (the trainer sets it from dataset.json)
+  code_dim                 D, encoder output / latent size
+  width                    conv channels (transformer width for frame_transformer)
+  downsample_log2          latent steps = frames / 2**downsample_log2 (0 for frame_transformer)
+  dtype                    compute dtype of encoder/decoder ("bfloat16" on TPU/GPU); the
+                           quantizer always runs in float32
+  prefix_metrics_in_train  also compute recon/prefix{l}_mse in train mode (L extra decoder passes)
+  conv.kernel_size         stem, residual and output conv kernel
+  conv.down_kernel         strided downsampling conv kernel (stride 2)
+  conv.dilations           residual stack dilations (depth = len), also used by the decoder
+  transformer.*            subvector_dim, num_layers, num_heads, mlp_dim (frame_transformer only)
+  quantizer.kind           "rvq" | "none" (continuous latent, the no-discretisation baseline)
+  quantizer.num_levels     L residual levels
+  quantizer.codebook_size  K codes per codebook
+  quantizer.shared_codebook one codebook for all levels (the paper's choice) or one per level
+  quantizer.lookup_dim     > 0: quantize in a projected space of this size
+  quantizer.cosine         assign codes by cosine similarity
+  quantizer.learning       "ema" (codebook in vq_stats) | "gradient" (codebook is a parameter)
+  quantizer.ema_decay, ema_eps          EMA decay and Laplace smoothing
+  quantizer.dead_code_threshold         EMA count below which a code is restarted (0: never)
+  quantizer.dead_code_reset_count       EMA count a revived code starts from
+  quantizer.kmeans_iters   residual k-means iterations at initialisation
+  quantizer.dropout_prob   probability of quantizer dropout (keep n ~ U{1..L} levels)
+  quantizer.dropout_mode   "batch" (one cutoff per batch) | "example" (one per example)
+  quantizer.ortho_active_only           orthogonality over codes used in the batch only
+
+`config.loss` holds the weights of `dfe_jax.losses.total_loss`.
+"""
+
+import ml_collections
+
+
+def model_config(smoke=False):
+  """The temporal conv RVQ-VAE of the performance benchmark (ref_torch) plus quantizer dropout."""
+  model = ml_collections.ConfigDict()
+  model.name = "temporal_conv"
+  model.feature_dim = 53
+  model.code_dim = 128
+  model.width = 256
+  model.downsample_log2 = 2
+  model.dtype = "float32"
+  model.prefix_metrics_in_train = False
+  model.conv = ml_collections.ConfigDict(
+      dict(kernel_size=3, down_kernel=4, dilations=(9, 3, 1)))
+  model.transformer = ml_collections.ConfigDict(
+      dict(subvector_dim=8, num_layers=2, num_heads=4, mlp_dim=256))
+  model.quantizer = ml_collections.ConfigDict(dict(
+      kind="rvq",
+      num_levels=6,
+      codebook_size=512,
+      shared_codebook=True,
+      lookup_dim=0,
+      cosine=False,
+      learning="ema",
+      ema_decay=0.99,
+      ema_eps=1e-5,
+      dead_code_threshold=2.0,
+      dead_code_reset_count=4.0,
+      kmeans_iters=10,
+      dropout_prob=0.2,  # MoMask's value; the paper's is not published.
+      dropout_mode="batch",
+      ortho_active_only=False,
+  ))
+  if smoke:
+    model.code_dim = 16
+    model.width = 32
+    model.conv.dilations = (3, 1)
+    model.quantizer.num_levels = 3
+    model.quantizer.codebook_size = 32
+    model.quantizer.kmeans_iters = 3
+  return model
+
+
+def loss_config():
+  """Loss weights for `dfe_jax.losses.total_loss` (the ref_torch loss: recon + 0.02 commit + 0.5 vel)."""
+  loss = ml_collections.ConfigDict()
+  loss.recon_weight = 1.0
+  loss.velocity_weight = 0.5
+  loss.commit_weight = 0.02
+  loss.codebook_weight = 1.0  # Only non-zero in effect when quantizer.learning == "gradient".
+  loss.ortho_weight = 0.0
+  loss.sparsity_weight = 0.0
+  return loss
+
+
+def get_config(arg=None):
+  """Config for the main RVQ-VAE run; `arg="smoke"` shrinks it to seconds on a laptop."""
+  smoke = arg == "smoke"
+  config = ml_collections.ConfigDict()
+  config.model = model_config(smoke)
+  config.loss = loss_config()
+  return config

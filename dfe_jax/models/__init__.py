@@ -1,0 +1,67 @@
+"""Models: `get_model(config.model)` builds the RVQ-VAE that a config names.
+
+Keys read (see configs/rvq.py for defaults and meaning): `name` ("temporal_conv" |
+"frame_transformer"), `feature_dim`, `code_dim`, `width`, `downsample_log2`, `dtype`,
+`prefix_metrics_in_train`, `conv.*`, `transformer.*` and `quantizer.*` with `quantizer.kind`
+("rvq" | "none").
+"""
+
+import jax.numpy as jnp
+
+from dfe_jax.models import frame_transformer
+from dfe_jax.models import residual_vq
+from dfe_jax.models import rvq_vae
+from dfe_jax.models import temporal_conv
+from dfe_jax.models.quantizer import usage_metrics_from_counts
+from dfe_jax.models.rvq_vae import init_codebooks
+from dfe_jax.models.rvq_vae import Model
+
+__all__ = ["get_model", "get_quantizer", "init_codebooks", "usage_metrics_from_counts", "Model"]
+
+
+def get_quantizer(quantizer_config, code_dim):
+  """The quantizer module that `config.model.quantizer` describes."""
+  q = quantizer_config
+  if q.kind == "none":
+    return residual_vq.Continuous(code_dim=code_dim)
+  if q.kind != "rvq":
+    raise ValueError(f"config.model.quantizer.kind must be 'rvq' or 'none', got {q.kind!r}")
+  if q.dropout_mode not in ("batch", "example"):
+    raise ValueError(f"quantizer.dropout_mode must be 'batch' or 'example', got {q.dropout_mode!r}")
+  return residual_vq.ResidualVQ(
+      num_levels=q.num_levels, codebook_size=q.codebook_size, code_dim=code_dim,
+      shared_codebook=q.shared_codebook, lookup_dim=q.lookup_dim, cosine=q.cosine,
+      learning=q.learning, ema_decay=q.ema_decay, ema_eps=q.ema_eps,
+      dead_code_threshold=q.dead_code_threshold, dead_code_reset_count=q.dead_code_reset_count,
+      kmeans_iters=q.kmeans_iters, dropout_prob=q.dropout_prob,
+      dropout_per_example=q.dropout_mode == "example", ortho_active_only=q.ortho_active_only)
+
+
+def get_model(model_config):
+  """Builds `rvq_vae.Model` (a Linen module) from `config.model`."""
+  c = model_config
+  dtype = jnp.dtype(c.dtype)
+  if c.name == "temporal_conv":
+    encoder = temporal_conv.Encoder(
+        code_dim=c.code_dim, width=c.width, downsample_log2=c.downsample_log2,
+        dilations=tuple(c.conv.dilations), kernel_size=c.conv.kernel_size,
+        down_kernel=c.conv.down_kernel, dtype=dtype)
+    decoder = temporal_conv.Decoder(
+        feature_dim=c.feature_dim, width=c.width, downsample_log2=c.downsample_log2,
+        dilations=tuple(c.conv.dilations), kernel_size=c.conv.kernel_size, dtype=dtype)
+    downsample_log2 = c.downsample_log2
+  elif c.name == "frame_transformer":
+    if c.downsample_log2:
+      raise ValueError("frame_transformer makes one latent per frame: set downsample_log2=0")
+    t = c.transformer
+    common = dict(width=c.width, subvector_dim=t.subvector_dim, num_layers=t.num_layers,
+                  num_heads=t.num_heads, mlp_dim=t.mlp_dim, dtype=dtype)
+    encoder = frame_transformer.Encoder(code_dim=c.code_dim, **common)
+    decoder = frame_transformer.Decoder(feature_dim=c.feature_dim, **common)
+    downsample_log2 = 0
+  else:
+    raise ValueError(
+        f"config.model.name must be 'temporal_conv' or 'frame_transformer', got {c.name!r}")
+  return rvq_vae.Model(encoder=encoder, quantizer=get_quantizer(c.quantizer, c.code_dim),
+                       decoder=decoder, downsample_log2=downsample_log2,
+                       prefix_metrics_in_train=c.prefix_metrics_in_train)
