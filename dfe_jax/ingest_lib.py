@@ -9,13 +9,11 @@ place; `dataset.json` is written last, so a folder without it was never finished
 """
 
 import collections
-import concurrent.futures
 import csv
 import dataclasses
 import hashlib
 import io
 import json
-import multiprocessing
 import os
 import time
 import uuid
@@ -27,6 +25,7 @@ from tensorflow.io import gfile
 
 from dfe_jax import features
 from dfe_jax import normalization
+from dfe_jax import parallel
 from dfe_jax import readers
 
 FORMAT_VERSION = 1
@@ -224,9 +223,7 @@ def ingest_worker(manifest, output_dir, options):
   staging = os.path.join(output_dir, f".staging-{uuid.uuid4().hex[:8]}")
   gfile.makedirs(staging)
   try:
-    # Spawned, not forked: TensorFlow's threads do not survive a fork.
-    with concurrent.futures.ProcessPoolExecutor(
-        max(1, options.num_processes), mp_context=multiprocessing.get_context("spawn")) as pool:
+    with parallel.process_pool(options.num_processes) as pool:
       fps = _pick_fps(rows, options, pool)
       summary = _write_records(mine, split_of, fps, staging, options, pool)
     summary.update(manifest=manifest, manifest_sha256=sha256_of(manifest), fps=fps,

@@ -5,11 +5,11 @@
 The generative model is documented in `dfe_jax/synth_lib.py`.
 """
 
-import concurrent.futures
 import csv
 import dataclasses
 import io
 import json
+import sys
 import time
 
 from absl import app
@@ -18,6 +18,7 @@ from absl import logging
 import numpy as np
 
 from dfe_jax import outputs
+from dfe_jax import parallel
 from dfe_jax import synth_lib
 
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "Where to write the corpus.", required=True)
@@ -58,8 +59,7 @@ def write_corpus(spec, output_dir, overwrite=False, num_workers=1):
     jobs.append((spec, dictionary, offsets[s], scales[s], z_video, seed_seq,
                  outputs.join(output_dir, rel_path)))
   start, frames = time.time(), 0
-  with concurrent.futures.ProcessPoolExecutor(num_workers) if num_workers > 1 else \
-      _Serial() as pool:
+  with parallel.process_pool(num_workers) as pool:
     for i, n in enumerate(pool.map(_write_video, jobs), 1):
       frames += n
       if i % 50 == 0 or i == len(jobs):
@@ -84,19 +84,6 @@ def write_corpus(spec, output_dir, overwrite=False, num_workers=1):
   return manifest
 
 
-class _Serial:
-  """A stand-in for a process pool when one worker is asked for."""
-
-  def __enter__(self):
-    return self
-
-  def __exit__(self, *exc):
-    return False
-
-  def map(self, fn, items):
-    return map(fn, items)
-
-
 def main(argv):
   del argv
   spec = synth_lib.CorpusSpec(
@@ -106,7 +93,7 @@ def main(argv):
   try:
     write_corpus(spec, _OUTPUT_DIR.value, _OVERWRITE.value, _NUM_WORKERS.value)
   except (outputs.OutputExistsError, ValueError) as e:
-    raise app.UsageError(str(e)) from None
+    sys.exit(f"synth: error: {e}")
 
 
 def run():

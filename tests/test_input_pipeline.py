@@ -1,0 +1,104 @@
+"""Input pipeline: shapes and shardings, per-process shards, determinism and exact resume."""
+
+import itertools
+
+import jax
+import numpy as np
+import pytest
+
+from dfe_jax import input_pipeline
+
+WINDOW = 32
+
+
+def _take(ds, n):
+  return [b for b in itertools.islice(ds.as_numpy_iterator(), n)]
+
+
+def _train(info, shards, seed=0, start_step=0, process_index=0, process_count=1, batch=8):
+  return input_pipeline.train_dataset(
+      shards, info, window_frames=WINDOW, window_stride=16, local_batch_size=batch, seed=seed,
+      start_step=start_step, shuffle_buffer=64, process_index=process_index,
+      process_count=process_count)
+
+
+def test_global_batches_are_sharded_over_eight_devices(small_shards):
+  info = input_pipeline.load_info(small_shards)
+  mesh = jax.make_mesh((8,), ("data",))
+  batch = next(input_pipeline.global_batches(_train(info, small_shards, batch=16), mesh))
+  assert jax.device_count() == 8
+  assert batch["x"].shape == (16, WINDOW, 53) and batch["mask"].shape == (16, WINDOW)
+  assert batch["x"].sharding.spec == jax.sharding.PartitionSpec("data")
+  assert len(batch["x"].addressable_shards) == 8
+  assert batch["x"].addressable_shards[0].data.shape == (2, WINDOW, 53)
+
+
+def test_batches_are_normalised_and_masked(small_shards):
+  info = input_pipeline.load_info(small_shards)
+  batches = _take(_train(info, small_shards, batch=64), 20)
+  x = np.concatenate([b["x"][b["mask"]] for b in batches])
+  assert abs(x.mean()) < 0.15 and 0.8 < x.std() < 1.2
+  for b in batches:
+    np.testing.assert_array_equal(b["x"][~b["mask"]], 0.0)
+
+
+def test_two_processes_read_disjoint_shards_that_cover_all(small_shards):
+  info = input_pipeline.load_info(small_shards)
+  p0 = input_pipeline.process_shards(info, "train", 0, 2)
+  p1 = input_pipeline.process_shards(info, "train", 1, 2)
+  names0, names1 = {s["path"] for s in p0}, {s["path"] for s in p1}
+  assert names0 and names1 and not names0 & names1
+  assert names0 | names1 == {s["path"] for s in info["splits"]["train"]["shards"]}
+  b0 = _take(_train(info, small_shards, process_index=0, process_count=2), 3)
+  b1 = _take(_train(info, small_shards, process_index=1, process_count=2), 3)
+  assert not np.array_equal(b0[0]["x"], b1[0]["x"])
+
+
+def test_same_seed_same_batches_other_seed_other_batches(small_shards):
+  info = input_pipeline.load_info(small_shards)
+  a, b = _take(_train(info, small_shards, seed=5), 6), _take(_train(info, small_shards, seed=5), 6)
+  c = _take(_train(info, small_shards, seed=6), 6)
+  for x, y in zip(a, b):
+    np.testing.assert_array_equal(x["x"], y["x"])
+    np.testing.assert_array_equal(x["mask"], y["mask"])
+  assert not np.array_equal(a[0]["x"], c[0]["x"])
+
+
+@pytest.mark.parametrize("k", [3, 50, 137])
+def test_stream_resumed_at_step_k_equals_the_uninterrupted_stream(small_shards, k):
+  info = input_pipeline.load_info(small_shards)
+  per_epoch = input_pipeline.count_windows(info["splits"]["train"]["shards"], WINDOW, 16)
+  assert 137 * 8 > 2 * per_epoch  # the last case starts two epochs in
+  full = _take(_train(info, small_shards), k + 2)
+  resumed = _take(_train(info, small_shards, start_step=k), 2)
+  for x, y in zip(full[k:], resumed):
+    np.testing.assert_array_equal(x["x"], y["x"])
+    np.testing.assert_array_equal(x["mask"], y["mask"])
+
+
+def test_eval_visits_every_valid_frame_once_with_equal_steps_per_process(small_shards):
+  info = input_pipeline.load_info(small_shards)
+  steps = input_pipeline.eval_num_steps(info, "val", WINDOW, 4, 2)
+  seen = 0
+  for p in range(2):
+    batches = _take(input_pipeline.eval_dataset(
+        small_shards, info, "val", window_frames=WINDOW, local_batch_size=4, process_index=p,
+        process_count=2), 10_000)
+    assert len(batches) == steps
+    seen += sum(int(b["mask"].sum()) for b in batches)
+  assert seen == info["splits"]["val"]["num_valid_frames"]
+
+
+def test_window_starts_cover_every_frame():
+  for n in (1, 31, 32, 33, 100, 128):
+    starts = input_pipeline.window_starts(n, WINDOW, WINDOW)
+    covered = np.concatenate([np.arange(s, s + WINDOW) for s in starts])
+    np.testing.assert_array_equal(np.sort(covered[covered < n]), np.arange(n))
+    assert len(covered) - n < WINDOW
+
+
+def test_missing_dataset_json_and_indivisible_batch_are_clear_errors(tmp_path):
+  with pytest.raises(FileNotFoundError, match="run `python -m dfe_jax.ingest` first"):
+    input_pipeline.load_info(str(tmp_path))
+  with pytest.raises(ValueError, match="not divisible by the 8 devices"):
+    input_pipeline.check_batch_size(12, jax.make_mesh((8,), ("data",)))
