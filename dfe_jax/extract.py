@@ -1,0 +1,71 @@
+"""Extracts per-frame ARKit blendshapes (+ AU estimates) from face videos into .npz files.
+
+  python -m dfe_jax.extract --videos='clips/*.mp4' --output_dir=/tmp/dfe_features
+  python -m dfe_jax.ingest --manifest=/tmp/dfe_features/manifest.csv ...
+
+Needs `pip install -e '.[video]'` and `face_landmarker.task` (see dfe_jax/face_model.py).
+Exits non-zero when any video failed; the others are still written.
+"""
+
+import sys
+
+from absl import app
+from absl import flags
+from absl import logging
+
+from dfe_jax import extract_lib
+from dfe_jax import face_model
+
+_VIDEOS = flags.DEFINE_string(
+    "videos", None, "Comma-separated video paths or globs (`**` recurses), or a .csv manifest "
+    "with `video_path` (or `path`) and optional `video_id`, `subject_id` and label columns.",
+    required=True)
+_OUTPUT_DIR = flags.DEFINE_string(
+    "output_dir", None, "Directory for <video_id>.npz files and manifest.csv.", required=True)
+_MODEL_ASSET = flags.DEFINE_string(
+    "model_asset", None, f"face_landmarker.task; default ${face_model.ENV_VAR}, then the "
+    f"installed `{face_model.PACKAGE}` package.")
+_LANDMARKS = flags.DEFINE_bool("landmarks", False, "Also save landmarks float32 [T, 478, 3].")
+_HEAD_ROTATION = flags.DEFINE_bool(
+    "head_rotation", False, "Append head_pitch, head_yaw, head_roll (radians) to the features "
+    "(the feature set becomes `custom`).")
+_MAX_FRAMES = flags.DEFINE_integer("max_frames", 0, "Stop each video after this many frames "
+                                   "(0 = all).", lower_bound=0)
+_MAX_FACES = flags.DEFINE_integer("max_faces", 4, "Faces detected per frame; the largest is "
+                                  "kept and tracked.", lower_bound=1)
+_MIN_DETECTION = flags.DEFINE_float("min_face_detection_confidence", 0.5,
+                                    "FaceLandmarker detection threshold.")
+_MIN_PRESENCE = flags.DEFINE_float("min_face_presence_confidence", 0.5,
+                                   "FaceLandmarker face presence threshold.")
+_MIN_TRACKING = flags.DEFINE_float("min_tracking_confidence", 0.5,
+                                   "FaceLandmarker tracking threshold.")
+_OVERWRITE = flags.DEFINE_bool("overwrite", False, "Redo videos whose .npz exists.")
+
+
+def main(argv):
+  """Parses flags, extracts every video, exits 1 if any failed."""
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  options = extract_lib.Options(
+      landmarks=_LANDMARKS.value, head_rotation=_HEAD_ROTATION.value,
+      max_frames=_MAX_FRAMES.value, max_faces=_MAX_FACES.value,
+      min_face_detection_confidence=_MIN_DETECTION.value,
+      min_face_presence_confidence=_MIN_PRESENCE.value,
+      min_tracking_confidence=_MIN_TRACKING.value, overwrite=_OVERWRITE.value)
+  try:
+    entries = extract_lib.read_entries(_VIDEOS.value)
+    outcomes = extract_lib.extract_all(entries, _OUTPUT_DIR.value, _MODEL_ASSET.value, options)
+  except (ValueError, ImportError, OSError) as e:
+    logging.error("%s", e)
+    sys.exit(f"dfe-extract: {e}")
+  if any(o.status == "failed" for o in outcomes):
+    sys.exit(1)
+
+
+def run():
+  """Console-script entry point (`dfe-extract`)."""
+  app.run(main)
+
+
+if __name__ == "__main__":
+  run()
