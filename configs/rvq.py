@@ -92,10 +92,47 @@ def loss_config():
   return loss
 
 
+def train_config(smoke=False):
+  """Data, optimisation, evaluation and checkpoint fields shared by every training config."""
+  config = ml_collections.ConfigDict()
+  config.data_dir = ""               # Folder with dataset.json and shards (or --data_dir).
+  config.window_frames = 64
+  config.window_stride = 32          # Training windows overlap by half.
+  config.global_batch_size = 256     # Windows per step over all devices.
+  config.shuffle_buffer = 4096       # Windows.
+  config.seed = 0
+  config.total_steps = 3000
+  config.warmup_steps = 200
+  config.learning_rate = 2e-3
+  config.adam_b1 = 0.9
+  config.adam_b2 = 0.99
+  config.weight_decay = 1e-4
+  config.grad_clip_norm = 1.0
+  config.log_every_steps = 50
+  config.eval_every_steps = 1000
+  config.eval_split = "val"
+  config.checkpoint_every_steps = 500
+  config.keep_checkpoints = 3
+  config.best_metric = "eval/recon_cosine"
+  config.best_mode = "max"
+  config.init_from = ""              # Another workdir: start from its params and codebooks.
+  if smoke:
+    config.global_batch_size = 16
+    config.window_frames = 32
+    config.window_stride = 16
+    config.shuffle_buffer = 256
+    config.total_steps = 20
+    config.warmup_steps = 5
+    config.log_every_steps = 5
+    config.eval_every_steps = 10
+    config.checkpoint_every_steps = 10
+  return config
+
+
 def get_config(arg=None):
   """Config for the main RVQ-VAE run; `arg="smoke"` shrinks it to seconds on a laptop."""
   smoke = arg == "smoke"
-  config = ml_collections.ConfigDict()
+  config = train_config(smoke)
   config.model = model_config(smoke)
   config.loss = loss_config()
   return config

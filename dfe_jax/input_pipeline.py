@@ -22,6 +22,7 @@ import tensorflow as tf
 from tensorflow.io import gfile
 
 from dfe_jax import normalization
+from dfe_jax import sharding as sharding_lib
 
 # The input pipeline is host-side only; TensorFlow must leave accelerators to JAX.
 tf.config.set_visible_devices([], "GPU")
@@ -174,14 +175,9 @@ def eval_dataset(data_dir, info, split, *, window_frames, local_batch_size, proc
   return ds.map(lambda x, m: {"x": x, "mask": m}).prefetch(tf.data.AUTOTUNE)
 
 
-def data_sharding(mesh):
-  """Batches are split over the mesh's `data` axis along their first dimension."""
-  return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
-
-
 def to_global(batch, mesh):
   """Turns this process's numpy batch into global jax.Arrays sharded over `data`."""
-  sharding = data_sharding(mesh)
+  sharding = sharding_lib.data_sharding(mesh)
   return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v))
           for k, v in batch.items()}
 

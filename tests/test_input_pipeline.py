@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from dfe_jax import input_pipeline
+from dfe_jax import sharding
 
 WINDOW = 32
 
@@ -24,7 +25,7 @@ def _train(info, shards, seed=0, start_step=0, process_index=0, process_count=1,
 
 def test_global_batches_are_sharded_over_eight_devices(small_shards):
   info = input_pipeline.load_info(small_shards)
-  mesh = jax.make_mesh((8,), ("data",))
+  mesh = sharding.make_mesh(8)
   batch = next(input_pipeline.global_batches(_train(info, small_shards, batch=16), mesh))
   assert jax.device_count() == 8
   assert batch["x"].shape == (16, WINDOW, 53) and batch["mask"].shape == (16, WINDOW)
@@ -101,4 +102,4 @@ def test_missing_dataset_json_and_indivisible_batch_are_clear_errors(tmp_path):
   with pytest.raises(FileNotFoundError, match="run `python -m dfe_jax.ingest` first"):
     input_pipeline.load_info(str(tmp_path))
   with pytest.raises(ValueError, match="not divisible by the 8 devices"):
-    input_pipeline.check_batch_size(12, jax.make_mesh((8,), ("data",)))
+    input_pipeline.check_batch_size(12, sharding.make_mesh(8))

@@ -1,0 +1,49 @@
+"""Trains the RVQ-VAE: `python -m dfe_jax.train --config=configs/rvq.py --workdir=DIR`.
+
+Dotted overrides change single fields (`--config.total_steps=100`); `configs/rvq.py:smoke`
+passes an argument to the config. Multi-host: `--distributed` (or DFE_DISTRIBUTED=1) calls
+`jax.distributed.initialize()`, which reads the cluster from the TPU VM, SLURM or the
+JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID environment.
+"""
+
+import os
+import sys
+
+from absl import app
+from absl import flags
+import jax
+from ml_collections import config_flags
+
+from dfe_jax import train_lib
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Training config file.",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (checkpoints, logs).",
+                               required=True)
+_DATA_DIR = flags.DEFINE_string("data_dir", None, "Shard folder; overrides config.data_dir.")
+_DISTRIBUTED = flags.DEFINE_bool("distributed", os.environ.get("DFE_DISTRIBUTED") == "1",
+                                 "Call jax.distributed.initialize() (multi-host runs).")
+
+
+def main(argv):
+  del argv
+  if _DISTRIBUTED.value:
+    jax.distributed.initialize()
+  config = _CONFIG.value
+  if config is None:
+    sys.exit("train: error: --config is required, e.g. --config=configs/rvq.py")
+  if _DATA_DIR.value:
+    with config.unlocked():
+      config.data_dir = _DATA_DIR.value
+  try:
+    train_lib.train_and_evaluate(config, _WORKDIR.value)
+  except (ValueError, FileNotFoundError, train_lib.NonFiniteLossError) as e:
+    sys.exit(f"train: error: {e}")
+
+
+def run():
+  app.run(main)
+
+
+if __name__ == "__main__":
+  run()

@@ -1,0 +1,215 @@
+"""The training loop: data-parallel `jax.jit` over a ("data",) mesh, eval, checkpoints, logs."""
+
+import functools
+import importlib.metadata
+import itertools
+import json
+import math
+import os
+import signal
+import subprocess
+import time
+
+from absl import logging
+import jax
+import ml_collections
+import numpy as np
+from tensorflow.io import gfile
+
+from dfe_jax import checkpointing
+from dfe_jax import input_pipeline
+from dfe_jax import metric_writer
+from dfe_jax import models
+from dfe_jax import sharding
+from dfe_jax import train_step
+
+_VERSIONED = ("dfe_jax", "jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "tensorflow-cpu",
+              "numpy")
+
+
+class NonFiniteLossError(FloatingPointError):
+  """Training produced a NaN or infinite loss; the message names the step."""
+
+
+def provenance():
+  """Library versions and the git revision of the code that runs."""
+  versions = {}
+  for name in _VERSIONED:
+    try:
+      versions[name] = importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+      pass
+  try:
+    revision = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                              cwd=os.path.dirname(__file__), check=True).stdout.strip()
+  except (OSError, subprocess.CalledProcessError):
+    revision = "unknown"
+  return {"versions": versions, "git_revision": revision}
+
+
+def resolve_config(config, info):
+  """Checks the config against the data and fills in what the data decides (feature count)."""
+  config = ml_collections.ConfigDict(config.to_dict())
+  config.model.feature_dim = info["num_features"]
+  if config.global_batch_size % jax.device_count():
+    raise ValueError(f"config.global_batch_size={config.global_batch_size} is not divisible by "
+                     f"the {jax.device_count()} devices")
+  if config.total_steps < 1:
+    raise ValueError(f"config.total_steps must be positive, got {config.total_steps}")
+  return config
+
+
+def _write_run_files(workdir, config, info):
+  if jax.process_index() != 0:
+    return
+  with gfile.GFile(os.path.join(workdir, "dataset.json"), "w") as f:
+    json.dump(info, f, indent=1)
+  with gfile.GFile(os.path.join(workdir, "config.json"), "w") as f:
+    json.dump({"config": config.to_dict(), **provenance()}, f, indent=1)
+
+
+class _StopSignal:
+  """Turns SIGTERM/SIGINT into a flag the loop checks, so it can save and exit cleanly."""
+
+  def __init__(self):
+    self.received = None
+    self._previous = {}
+
+  def __enter__(self):
+    for sig in (signal.SIGTERM, signal.SIGINT):
+      self._previous[sig] = signal.signal(sig, self._handle)
+    return self
+
+  def _handle(self, signum, frame):
+    del frame
+    self.received = signal.Signals(signum).name
+
+  def __exit__(self, *exc):
+    for sig, handler in self._previous.items():
+      signal.signal(sig, handler)
+
+
+def _check_finite(step, metrics):
+  loss = float(metrics["train/loss/total"])
+  if not math.isfinite(loss):
+    raise NonFiniteLossError(f"non-finite loss {loss} at step {step}; the last checkpoint "
+                             "before it is kept")
+
+
+def _codebooks_initialised(state):
+  """False only for a quantizer whose `initialised` flag is still down."""
+  flags = [leaf for path, leaf in jax.tree_util.tree_leaves_with_path(state.vq_stats)
+           if "initialised" in jax.tree_util.keystr(path)]
+  return all(bool(jax.device_get(f)) for f in flags)
+
+
+def evaluate(eval_fn, state, data_dir, info, config, mesh, local_batch):
+  """Metrics over every window of the eval split (sums accumulated on device, fetched once)."""
+  ds = input_pipeline.eval_dataset(
+      data_dir, info, config.eval_split, window_frames=config.window_frames,
+      local_batch_size=local_batch, process_index=jax.process_index(),
+      process_count=jax.process_count())
+  totals = None
+  for batch in input_pipeline.global_batches(ds, mesh):
+    sums = eval_fn(state, batch)
+    totals = sums if totals is None else jax.tree.map(lambda a, b: a + b, totals, sums)
+  return train_step.eval_metrics(jax.device_get(totals))
+
+
+def train_and_evaluate(config, workdir):
+  """Trains `config` on `config.data_dir` into `workdir`; returns the final eval metrics."""
+  info = input_pipeline.load_info(config.data_dir)
+  config = resolve_config(config, info)
+  gfile.makedirs(workdir)
+  _write_run_files(workdir, config, info)
+  mesh = sharding.make_mesh()
+  replicated = sharding.replicated(mesh)
+  data_sharding = sharding.data_sharding(mesh)
+  local_batch = input_pipeline.check_batch_size(config.global_batch_size, mesh)
+  feature_names = tuple(info["feature_names"])
+
+  model = models.get_model(config.model)
+  optimizer = train_step.make_optimizer(config)
+  create = jax.jit(functools.partial(train_step.create_state, model, optimizer,
+                                     window_frames=config.window_frames,
+                                     num_features=info["num_features"]),
+                   out_shardings=replicated)
+  state = create(jax.random.PRNGKey(config.seed))
+  checkpoints = checkpointing.Checkpoints(workdir, config.keep_checkpoints, config.best_metric,
+                                          config.best_mode)
+  state, origin = checkpoints.restore(state, config.get("init_from", ""))
+  start_step = int(jax.device_get(state.step))
+  logging.info("train: %s; %d devices, %d processes, global batch %d", origin,
+               jax.device_count(), jax.process_count(), config.global_batch_size)
+
+  step_fn = jax.jit(
+      functools.partial(train_step.train_step, model, optimizer, config.loss, feature_names),
+      in_shardings=(replicated, data_sharding), out_shardings=(replicated, replicated),
+      donate_argnums=0)
+  eval_fn = jax.jit(functools.partial(train_step.eval_sums, model),
+                    in_shardings=(replicated, data_sharding), out_shardings=replicated)
+  train_ds = input_pipeline.train_dataset(
+      config.data_dir, info, window_frames=config.window_frames,
+      window_stride=config.window_stride, local_batch_size=local_batch, seed=config.seed,
+      start_step=start_step, shuffle_buffer=config.shuffle_buffer,
+      process_index=jax.process_index(), process_count=jax.process_count())
+  batches = input_pipeline.global_batches(train_ds, mesh)
+  writer = metric_writer.MetricWriter(workdir)
+  meta = lambda step: {"step": step, "data_position_batches": step, "seed": config.seed,
+                       "dataset_manifest_sha256": info["manifest"]["sha256"]}
+
+  first = next(batches)
+  batches = itertools.chain([first], batches)
+  if not _codebooks_initialised(state):
+    state = jax.jit(functools.partial(train_step.init_codebooks, model),
+                    out_shardings=replicated)(state, first)
+    logging.info("train: codebooks initialised by k-means on the first global batch")
+
+  eval_metrics = {}
+  pending = None
+  frames_per_step = config.global_batch_size * config.window_frames
+  timer_step, timer_start = start_step, time.time()
+  with _StopSignal() as stop:
+    for step in range(start_step, config.total_steps):
+      state, metrics = step_fn(state, next(batches))
+      if pending is not None:  # Fetched one step late: the host never waits for the device.
+        done_step, done_metrics = pending[0], jax.device_get(pending[1])
+        _check_finite(done_step, done_metrics)
+        if done_step % config.log_every_steps == 0:
+          rate = (done_step + 1 - timer_step) / max(time.time() - timer_start, 1e-9)
+          timer_step, timer_start = done_step + 1, time.time()
+          done_metrics["train/learning_rate"] = train_step.learning_rate_schedule(config)(
+              done_step)
+          done_metrics["train/steps_per_second"] = rate
+          done_metrics["train/frames_per_second"] = rate * frames_per_step
+          writer.write(done_step + 1, done_metrics)
+          logging.info("step %d/%d  loss %.4f  recon %.4f  %.2f steps/s  %.0f frames/s  ETA %s",
+                       done_step + 1, config.total_steps, done_metrics["train/loss/total"],
+                       done_metrics["train/loss/recon"], rate, rate * frames_per_step,
+                       _eta(config.total_steps - done_step - 1, rate))
+      pending = (step, metrics)
+      done = step + 1
+      last = done == config.total_steps
+      if stop.received or last or done % config.checkpoint_every_steps == 0:
+        _check_finite(step, jax.device_get(metrics))
+        checkpoints.save(state, meta(done))
+      if last or done % config.eval_every_steps == 0:
+        eval_metrics = evaluate(eval_fn, state, config.data_dir, info, config, mesh,
+                                local_batch)
+        writer.write(done, eval_metrics)
+        checkpoints.save_if_best(state, meta(done), eval_metrics)
+        logging.info("eval at step %d: recon_mse %.4f  cosine %.4f  velocity_mse %.4f", done,
+                     eval_metrics["eval/recon_mse"], eval_metrics["eval/recon_cosine"],
+                     eval_metrics["eval/velocity_mse"])
+      if stop.received:
+        logging.warning("train: %s received; saved step %d and stopping", stop.received, done)
+        break
+  checkpoints.wait()
+  checkpoints.close()
+  writer.close()
+  return eval_metrics
+
+
+def _eta(steps_left, steps_per_second):
+  seconds = int(steps_left / max(steps_per_second, 1e-9))
+  return f"{seconds // 60}m{seconds % 60:02d}s"
