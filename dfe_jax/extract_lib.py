@@ -7,6 +7,8 @@ head rotation is on, which makes the set `custom`), `valid` bool [T], `fps` (the
 optionally `landmarks` float32 [T, 478, 3] (MediaPipe's normalised x, y in [0, 1] of the image
 and relative depth z), and `extractor` (versions and model hash). Frames without a face are
 zeros with `valid=False`. A `manifest.csv` beside them feeds `python -m dfe_jax.ingest`.
+A video that cannot be opened or yields no frame fails alone (the batch goes on); one that
+stops early (truncated) is kept with a warning naming decoded vs declared frame counts.
 
 Several faces: FaceLandmarker reports up to `max_faces`; the first frame with faces picks the
 largest (landmark bounding-box area), later frames follow that face by bounding-box IoU with
@@ -228,6 +230,20 @@ def _open_video(path):
   return capture, float(fps), declared
 
 
+def _pick_face(result, tracked, width, height):
+  """Chooses a face in one FaceLandmarker result: (box, blendshapes, rotation, landmarks)."""
+  faces = [np.array([(p.x, p.y, p.z) for p in face], np.float32)
+           for face in result.face_landmarks]
+  boxes = [face_box(f[:, :2] * (width, height)) for f in faces]
+  chosen = select_face(boxes, tracked)
+  if chosen is None:
+    return None
+  scores = {c.category_name: c.score for c in result.face_blendshapes[chosen]}
+  row = np.array([scores[n] for n in features.ARKIT51], np.float32)
+  rotation = head_rotation(result.facial_transformation_matrixes[chosen])
+  return boxes[chosen], row, rotation, faces[chosen]
+
+
 def extract_video(path, model_path, options=Options(), label=""):
   """Runs FaceLandmarker over one video; returns the arrays of its .npz (see module doc)."""
   import cv2  # pylint: disable=g-import-not-at-top
@@ -251,22 +267,17 @@ def extract_video(path, model_path, options=Options(), label=""):
         last_ts = timestamp
         result = landmarker.detect_for_video(
             mp.Image(image_format=mp.ImageFormat.SRGB, data=rgb), timestamp)
-        faces = [np.array([(p.x, p.y, p.z) for p in face], np.float32)
-                 for face in result.face_landmarks]
-        boxes = [face_box(f[:, :2] * (width, height)) for f in faces]
-        chosen = select_face(boxes, tracked)
-        if chosen is None:
-          valid.append(False)
+        picked = _pick_face(result, tracked, width, height)
+        valid.append(picked is not None)
+        if picked is None:
           blendshapes.append(np.zeros(len(features.ARKIT51), np.float32))
           rotations.append((0.0, 0.0, 0.0))
           landmarks.append(None)
         else:
-          tracked = boxes[chosen]
-          scores = {c.category_name: c.score for c in result.face_blendshapes[chosen]}
-          valid.append(True)
-          blendshapes.append(np.array([scores[n] for n in features.ARKIT51], np.float32))
-          rotations.append(head_rotation(result.facial_transformation_matrixes[chosen]))
-          landmarks.append(faces[chosen] if options.landmarks else None)
+          tracked, row, rotation, points = picked
+          blendshapes.append(row)
+          rotations.append(rotation)
+          landmarks.append(points if options.landmarks else None)
         now = time.monotonic()
         if now - last_log >= options.log_every_seconds:
           last_log = now
@@ -344,7 +355,9 @@ def write_manifest(output_dir, outcomes):
     writer.writerow(MANIFEST_COLUMNS + tuple(extra_columns))
     for o in rows:
       extra = dict(o.entry.extra)
-      writer.writerow([o.entry.video_id, o.entry.subject_id, o.output, o.entry.video_path]
+      # `path` is relative to the manifest (ingest resolves it so), so output_dir can move.
+      writer.writerow([o.entry.video_id, o.entry.subject_id, pathlib.Path(o.output).name,
+                       o.entry.video_path]
                       + [extra.get(c, "") for c in extra_columns])
   os.replace(tmp, path)
   return path
@@ -353,6 +366,9 @@ def write_manifest(output_dir, outcomes):
 def extract_all(entries, output_dir, model_asset=None, options=Options()):
   """Extracts every video into `output_dir`, going on past failures; returns the outcomes."""
   model_path = face_model.resolve(model_asset)
+  # Import up front: a missing install fails before any work, and the import (mediapipe pulls
+  # in TensorFlow when it is installed) is not charged to the first video's frames/s.
+  _import_mediapipe()
   output_dir = pathlib.Path(output_dir)
   output_dir.mkdir(parents=True, exist_ok=True)
   logging.info("model %s; %d videos -> %s", model_path, len(entries), output_dir)
@@ -360,7 +376,7 @@ def extract_all(entries, output_dir, model_asset=None, options=Options()):
   for k, entry in enumerate(entries, start=1):
     label = f"[{k}/{len(entries)}] {entry.video_id}:"
     out = output_dir / f"{entry.video_id}.npz"
-    outcome = Outcome(entry, "failed", output=str(out.resolve()))
+    outcome = Outcome(entry, "failed", output=str(out))
     outcomes.append(outcome)
     if out.exists() and not options.overwrite:
       outcome.status = "skipped"
