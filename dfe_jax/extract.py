@@ -11,7 +11,6 @@ import sys
 
 from absl import app
 from absl import flags
-from absl import logging
 
 from dfe_jax import extract_lib
 from dfe_jax import face_model
@@ -56,7 +55,6 @@ def main(argv):
     entries = extract_lib.read_entries(_VIDEOS.value)
     outcomes = extract_lib.extract_all(entries, _OUTPUT_DIR.value, _MODEL_ASSET.value, options)
   except (ValueError, ImportError, OSError) as e:
-    logging.error("%s", e)
     sys.exit(f"dfe-extract: {e}")
   if any(o.status == "failed" for o in outcomes):
     sys.exit(1)
