@@ -39,6 +39,9 @@ _MIN_PRESENCE = flags.DEFINE_float("min_face_presence_confidence", 0.5,
 _MIN_TRACKING = flags.DEFINE_float("min_tracking_confidence", 0.5,
                                    "FaceLandmarker tracking threshold.")
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Redo videos whose .npz exists.")
+_NUM_PROCESSES = flags.DEFINE_integer(
+    "num_processes", 1, "Videos extracted at once; one process uses about one core.",
+    lower_bound=1)
 
 
 def main(argv):
@@ -53,7 +56,8 @@ def main(argv):
       min_tracking_confidence=_MIN_TRACKING.value, overwrite=_OVERWRITE.value)
   try:
     entries = extract_lib.read_entries(_VIDEOS.value)
-    outcomes = extract_lib.extract_all(entries, _OUTPUT_DIR.value, _MODEL_ASSET.value, options)
+    outcomes = extract_lib.extract_all(entries, _OUTPUT_DIR.value, _MODEL_ASSET.value, options,
+                                       _NUM_PROCESSES.value)
   except (ValueError, ImportError, OSError) as e:
     sys.exit(f"dfe-extract: {e}")
   if any(o.status == "failed" for o in outcomes):

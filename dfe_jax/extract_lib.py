@@ -15,12 +15,14 @@ largest (landmark bounding-box area), later frames follow that face by bounding-
 its last box, then by centroid distance, and pick the largest again only when neither matches.
 """
 
+import concurrent.futures
 import contextlib
 import csv
 import dataclasses
 import glob
 import importlib.metadata
 import math
+import multiprocessing
 import os
 import pathlib
 import tempfile
@@ -363,60 +365,83 @@ def write_manifest(output_dir, outcomes):
   return path
 
 
-def extract_all(entries, output_dir, model_asset=None, options=Options()):
-  """Extracts every video into `output_dir`, going on past failures; returns the outcomes."""
+def _extract_one(entry, out, model_path, options, label):
+  """Extracts and writes one video; returns its Outcome (failures are caught and described)."""
+  outcome = Outcome(entry, "failed", output=str(out))
+  if out.exists() and not options.overwrite:
+    outcome.status = "skipped"
+    logging.info("%s %s exists; skipped (--overwrite to redo)", label, out)
+    return outcome
+  start = time.monotonic()
+  try:
+    arrays = extract_video(entry.video_path, model_path, options, label)
+  except VideoError as e:
+    outcome.error = str(e)
+  except Exception as e:  # pylint: disable=broad-except
+    # One bad video (a decoder or MediaPipe error) must not stop a long batch.
+    outcome.error = f"{entry.video_path}: {type(e).__name__}: {e}"
+  if outcome.error:
+    logging.error("%s FAILED: %s", label, outcome.error)
+    return outcome
+  outcome.seconds = time.monotonic() - start
+  outcome.frames = int(arrays["valid"].size)
+  outcome.valid_frames = int(arrays["valid"].sum())
+  write_npz_atomic(out, arrays)
+  outcome.status = "extracted"
+  logging.info("%s %d frames, %d with a face (%.0f%%), %.1f frames/s, %.1f s -> %s", label,
+               outcome.frames, outcome.valid_frames,
+               100.0 * outcome.valid_frames / outcome.frames,
+               outcome.frames / max(outcome.seconds, 1e-9), outcome.seconds, out)
+  return outcome
+
+
+def _init_worker(verbosity):
+  """Gives spawned workers the parent's log level (absl defaults to WARNING outside app.run)."""
+  logging.use_absl_handler()
+  logging.set_verbosity(verbosity)
+  _import_mediapipe()
+
+
+def extract_all(entries, output_dir, model_asset=None, options=Options(), num_processes=1):
+  """Extracts every video into `output_dir`, going on past failures; returns the outcomes.
+
+  One process keeps about one core busy (FaceLandmarker runs a frame at a time), so
+  `num_processes` > 1 extracts that many videos at once, each worker with its own landmarker.
+  """
   model_path = face_model.resolve(model_asset)
   # Import up front: a missing install fails before any work, and the import (mediapipe pulls
   # in TensorFlow when it is installed) is not charged to the first video's frames/s.
   _import_mediapipe()
   output_dir = pathlib.Path(output_dir)
   output_dir.mkdir(parents=True, exist_ok=True)
-  logging.info("model %s; %d videos -> %s", model_path, len(entries), output_dir)
-  outcomes = []
-  for k, entry in enumerate(entries, start=1):
-    label = f"[{k}/{len(entries)}] {entry.video_id}:"
-    out = output_dir / f"{entry.video_id}.npz"
-    outcome = Outcome(entry, "failed", output=str(out))
-    outcomes.append(outcome)
-    if out.exists() and not options.overwrite:
-      outcome.status = "skipped"
-      logging.info("%s %s exists; skipped (--overwrite to redo)", label, out)
-      continue
-    start = time.monotonic()
-    try:
-      arrays = extract_video(entry.video_path, model_path, options, label)
-    except VideoError as e:
-      outcome.error = str(e)
-    except Exception as e:  # pylint: disable=broad-except
-      # One bad video (a decoder or MediaPipe error) must not stop a long batch.
-      outcome.error = f"{entry.video_path}: {type(e).__name__}: {e}"
-    if outcome.error:
-      logging.error("%s FAILED: %s", label, outcome.error)
-      continue
-    outcome.seconds = time.monotonic() - start
-    outcome.frames = int(arrays["valid"].size)
-    outcome.valid_frames = int(arrays["valid"].sum())
-    write_npz_atomic(out, arrays)
-    outcome.status = "extracted"
-    logging.info("%s %d frames, %d with a face (%.0f%%), %.1f frames/s, %.1f s -> %s", label,
-                 outcome.frames, outcome.valid_frames,
-                 100.0 * outcome.valid_frames / outcome.frames,
-                 outcome.frames / max(outcome.seconds, 1e-9), outcome.seconds, out)
+  logging.info("model %s; %d videos -> %s (%d process%s)", model_path, len(entries), output_dir,
+               num_processes, "es" if num_processes > 1 else "")
+  jobs = [(entry, output_dir / f"{entry.video_id}.npz", model_path, options,
+           f"[{k}/{len(entries)}] {entry.video_id}:") for k, entry in enumerate(entries, 1)]
+  start = time.monotonic()
+  if num_processes > 1 and len(jobs) > 1:
+    # Spawn, not fork: the parent may hold TensorFlow/MediaPipe threads that fork would break.
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(
+        min(num_processes, len(jobs)), mp_context=context, initializer=_init_worker,
+        initargs=(logging.get_verbosity(),)) as pool:
+      outcomes = list(pool.map(_extract_one, *zip(*jobs)))
+  else:
+    outcomes = [_extract_one(*job) for job in jobs]
   write_manifest(output_dir, outcomes)
-  log_summary(outcomes, output_dir)
+  log_summary(outcomes, output_dir, time.monotonic() - start)
   return outcomes
 
 
-def log_summary(outcomes, output_dir):
-  """Logs counts, overall frames/s and every failure with its reason."""
+def log_summary(outcomes, output_dir, wall_seconds):
+  """Logs counts, overall frames/s (wall clock) and every failure with its reason."""
   done = [o for o in outcomes if o.status == "extracted"]
   failed = [o for o in outcomes if o.status == "failed"]
   frames = sum(o.frames for o in done)
-  seconds = sum(o.seconds for o in done)
   logging.info("extracted %d, skipped %d (existing), failed %d of %d videos; %d frames in "
                "%.1f s (%.1f frames/s); manifest %s", len(done),
                sum(o.status == "skipped" for o in outcomes), len(failed), len(outcomes),
-               frames, seconds, frames / seconds if seconds else 0.0,
+               frames, wall_seconds, frames / wall_seconds if wall_seconds else 0.0,
                pathlib.Path(output_dir) / "manifest.csv")
   for o in failed:
     logging.error("failed: %s", o.error)

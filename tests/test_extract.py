@@ -224,3 +224,18 @@ def test_cli_reports_failure_with_nonzero_exit(tmp_path):
   assert result.returncode == 1, result.stderr[-2000:]
   assert f"failed: {corrupt}: cannot open as a video" in result.stderr
   assert (tmp_path / "out" / "no_face.npz").is_file()
+
+
+@needs_media
+def test_parallel_processes_give_the_same_outputs(tmp_path):
+  entries = extract_lib.read_entries(f"{MEDIA / 'single_face.mp4'},{MEDIA / 'no_face.mp4'}")
+  options = extract_lib.Options(max_frames=4)
+  serial = extract_lib.extract_all(entries, tmp_path / "serial", MODEL, options)
+  parallel = extract_lib.extract_all(entries, tmp_path / "parallel", MODEL, options,
+                                     num_processes=2)
+  assert [o.status for o in parallel] == ["extracted", "extracted"]
+  assert [o.valid_frames for o in parallel] == [o.valid_frames for o in serial] == [4, 0]
+  for name in ("single_face.npz", "no_face.npz"):
+    with np.load(tmp_path / "serial" / name) as a, np.load(tmp_path / "parallel" / name) as b:
+      np.testing.assert_allclose(a["features"], b["features"], atol=1e-5)
+  assert (tmp_path / "parallel" / "manifest.csv").read_text().count("\n") == 3
