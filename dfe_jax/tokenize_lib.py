@@ -1,0 +1,464 @@
+"""Tokenization: a trained workdir + videos -> tokens in DESIGN's format; codes -> expressions.
+
+**Chunking rule.** A video is encoded as windows: centres of `chunk_frames` frames (a multiple
+of the downsampling factor f = 2**downsample_log2) with `context` frames of real neighbours on
+each side, where `context` is the encoder's one-sided receptive field rounded up to a multiple
+of f. Only the centre's latent steps are kept. Every convolution of the window sees exactly the
+inputs it would see in the whole video, and past the video's end (padded to a multiple of f, as
+`Model.encode` does) each layer's input is zeroed, which is what the convolutions' own zero
+padding does there. So chunked codes equal `Model.encode` on the whole video at once, up to
+float rounding (an exact tie between two codes may then break differently); the test checks it.
+
+**Bucketing.** Windows are padded to one of a few bucket lengths (64 * 2**k frames, and the
+longest window) and batched `batch_frames // bucket` at a time, so `jax.jit` compiles once per
+bucket, not once per length. The encoder runs as plain matmuls (im2col) in float32, which is
+several times faster on CPU than XLA's dilated convolutions and computes the same function.
+
+Shape legend: B batch (windows), T frames, F features, S latent steps, D code_dim, L levels.
+"""
+
+import csv
+import dataclasses
+import functools
+import io
+import math
+import os
+import time
+import uuid
+
+from absl import logging
+import jax
+import jax.numpy as jnp
+import numpy as np
+import tensorflow as tf
+from tensorflow.io import gfile
+
+from dfe_jax import ingest_lib
+from dfe_jax import input_pipeline
+from dfe_jax import models
+from dfe_jax import normalization
+from dfe_jax import outputs
+from dfe_jax import readers
+
+InputError = readers.InputError
+_MIN_BUCKET = 64
+
+
+@dataclasses.dataclass
+class VideoInput:
+  """One video to tokenize: raw features [T, F] at the model's frame rate and valid [T]."""
+  video_id: str
+  subject_id: str
+  features: np.ndarray
+  valid: np.ndarray
+  source_fps: float | None = None
+
+
+def downsample_factor(model_config):
+  """Frames per latent step: 2**downsample_log2 (1 for the per-frame transformer)."""
+  return 2 ** model_config.downsample_log2 if model_config.name == "temporal_conv" else 1
+
+
+def _max_pad(kernel, dilation=1, stride=1):
+  """The larger side of `temporal_conv._conv`'s padding: how far past its own block it reads."""
+  total = dilation * (kernel - 1) - (stride - 1)
+  return total - total // 2
+
+
+def receptive_field_frames(model_config):
+  """How many frames either side of a latent step's own frames can change its code."""
+  if model_config.name != "temporal_conv":
+    return 0
+  c = model_config.conv
+  # Reaches add up layer by layer, each in frames of its input's resolution.
+  reach, stride = _max_pad(c.kernel_size), 1
+  for _ in range(model_config.downsample_log2):
+    reach += stride * _max_pad(c.down_kernel, stride=2)
+    stride *= 2
+    reach += stride * sum(_max_pad(c.kernel_size, d) for d in c.dilations)
+  return reach + stride * _max_pad(c.kernel_size)
+
+
+def _round_up(n, multiple):
+  return -(-n // multiple) * multiple
+
+
+def _conv(x_BTC, conv, dilation=1, stride=1):
+  """`temporal_conv._conv` (symmetric 'same' padding) as one im2col matmul in float32."""
+  kernel, bias = conv["kernel"].astype(jnp.float32), conv["bias"].astype(jnp.float32)
+  taps, channels, out = kernel.shape
+  total = dilation * (taps - 1) - (stride - 1)
+  left = total // 2
+  steps = x_BTC.shape[1] // stride
+  x_pad = jnp.pad(x_BTC, ((0, 0), (left, total - left), (0, 0))) if total else x_BTC
+  cols = [jax.lax.slice_in_dim(x_pad, j * dilation, j * dilation + stride * (steps - 1) + 1,
+                               stride, axis=1) for j in range(taps)]
+  cols = cols[0] if taps == 1 else jnp.concatenate(cols, axis=-1)
+  return jnp.dot(cols, kernel.reshape(taps * channels, out)) + bias
+
+
+def temporal_conv_encode(params, model_config, x_BTF, valid_BT, length_B):
+  """The temporal conv encoder of `params` on windows whose sequence ends at `length_B` frames.
+
+  Positions at or past a window's length are zeroed before every convolution that mixes time,
+  as the convolutions' zero padding would do at the end of a sequence of that length.
+  """
+  c = model_config.conv
+  frames = x_BTF.shape[1]
+
+  def masked(h_BTC):
+    factor = frames // h_BTC.shape[1]
+    keep_BT = jnp.arange(h_BTC.shape[1])[None, :] * factor < length_B[:, None]
+    return jnp.where(keep_BT[..., None], h_BTC, 0.0)
+
+  p = params["encoder"]
+  n = model_config.downsample_log2
+  h = jnp.where(valid_BT[..., None], x_BTF, 0.0).astype(jnp.float32)
+  h = jax.nn.relu(_conv(h, p["Conv_0"]))
+  for stage in range(n):
+    h = _conv(masked(h), p[f"Conv_{stage + 1}"], stride=2)
+    stack = p[f"ResStack_{stage}"]
+    for i, dilation in enumerate(c.dilations):
+      r = _conv(masked(jax.nn.relu(h)), stack[f"Conv_{2 * i}"], dilation=dilation)
+      h = h + _conv(jax.nn.relu(r), stack[f"Conv_{2 * i + 1}"])
+  return _conv(masked(h), p[f"Conv_{n + 1}"])
+
+
+def _quantizer_codes(module, z_BSD, mask_BS):
+  return module.quantizer(z_BSD, mask_BS)[1]["codes"]
+
+
+def _encode_batch(model, model_config, variables, x_BTF, valid_BT, length_B):
+  """(codes [B, S, L], latents [B, S, D], latent valid [B, S]) of a batch of windows."""
+  batch, frames, _ = x_BTF.shape
+  factor = downsample_factor(model_config)
+  if model_config.name == "temporal_conv":
+    z_BSD = temporal_conv_encode(variables["params"], model_config, x_BTF, valid_BT, length_B)
+  else:  # Frames are independent: padding cannot change the others.
+    z_BSD = model.apply(variables, x_BTF, valid_BT,
+                        method=lambda m, x, v: m.encoder(x, v)).astype(jnp.float32)
+  mask_BS = jnp.any(valid_BT.reshape(batch, frames // factor, factor), axis=-1)
+  codes_BSL = model.apply(variables, z_BSD, mask_BS, method=_quantizer_codes)
+  return codes_BSL, z_BSD, mask_BS
+
+
+@dataclasses.dataclass(frozen=True)
+class _Window:
+  video: int        # Index of the video in the encoded list.
+  start: int        # First frame of the window.
+  length: int       # Frames up to the sequence end or the right context, a multiple of f.
+  keep_begin: int   # Latent steps of the window that belong to the centre: [begin, end).
+  keep_end: int
+
+
+class ChunkedEncoder:
+  """Encodes normalised videos of any length in bucketed, jitted batches of windows."""
+
+  def __init__(self, trained, chunk_frames=4096, batch_frames=32768):
+    config = trained.config.model
+    self.factor = downsample_factor(config)
+    self.context = _round_up(receptive_field_frames(config), self.factor)
+    self.chunk_frames = _round_up(max(chunk_frames, self.factor), self.factor)
+    self.batch_frames = batch_frames
+    self.num_features = trained.info["num_features"]
+    self.variables = trained.variables
+    longest = self.chunk_frames + 2 * self.context
+    self.buckets = [b for b in (_MIN_BUCKET * 2 ** k for k in range(32)) if b < longest]
+    self.buckets = [_round_up(b, self.factor) for b in self.buckets] + [longest]
+    self._encode = jax.jit(functools.partial(_encode_batch, trained.model, config))
+
+  def windows(self, video, num_frames):
+    """The windows that cover a video of `num_frames` frames (see the module docstring)."""
+    padded = _round_up(num_frames, self.factor)
+    out = []
+    for begin in range(0, padded, self.chunk_frames):
+      end = min(begin + self.chunk_frames, padded)
+      start = max(0, begin - self.context)
+      stop = min(padded, end + self.context)
+      out.append(_Window(video, start, stop - start, (begin - start) // self.factor,
+                         (end - start) // self.factor))
+    return out
+
+  def bucket(self, length):
+    """The smallest bucket length that holds a window of `length` frames."""
+    return next(b for b in self.buckets if b >= length)
+
+  def encode(self, videos):
+    """[(x [T, F] normalised, valid [T])] -> [(codes [S, L], latents [S, D], valid [S])]."""
+    windows = [w for v, (x, _) in enumerate(videos) for w in self.windows(v, len(x))]
+    by_bucket = {}
+    for w in windows:
+      by_bucket.setdefault(self.bucket(w.length), []).append(w)
+    pending = []
+    for bucket, group in sorted(by_bucket.items()):
+      size = max(1, self.batch_frames // bucket)
+      for i in range(0, len(group), size):
+        batch = group[i:i + size]
+        x = np.zeros((size, bucket, self.num_features), np.float32)
+        valid = np.zeros((size, bucket), bool)
+        length = np.zeros((size,), np.int32)
+        for row, w in enumerate(batch):
+          vx, vvalid = videos[w.video]
+          stop = min(w.start + w.length, len(vx))
+          x[row, :stop - w.start] = vx[w.start:stop]
+          valid[row, :stop - w.start] = vvalid[w.start:stop]
+          length[row] = w.length
+        # Dispatch is asynchronous: every batch is queued before the first result is read.
+        pending.append((batch, self._encode(self.variables, x, valid, length)))
+    pieces = {}
+    for batch, result in pending:
+      codes, latents, mask = jax.device_get(result)
+      for row, w in enumerate(batch):
+        keep = slice(w.keep_begin, w.keep_end)
+        pieces.setdefault(w.video, []).append((w.start, codes[row, keep], latents[row, keep],
+                                               mask[row, keep]))
+    results = []
+    for v in range(len(videos)):
+      parts = sorted(pieces[v], key=lambda p: p[0])
+      results.append(tuple(np.concatenate([p[k] for p in parts]) for k in (1, 2, 3)))
+    return results
+
+
+def normalize_subject_videos(info, videos):
+  """Normalised features of one subject's videos, as ingest did (subject mean recomputed)."""
+  stats = info["normalization"]
+  std = np.asarray(stats["std"], np.float32)
+  if stats["mode"] == "subject":
+    moments = sum((normalization.Moments.of(v.features[v.valid]) for v in videos),
+                  normalization.Moments.zeros(std.shape[0]))
+    offset = moments.mean().astype(np.float32)
+  else:
+    offset = np.asarray(stats["mean"], np.float32)
+  return [np.where(v.valid[:, None], (v.features - offset) / std, 0.0).astype(np.float32)
+          for v in videos], offset
+
+
+def denormalize(info, x_TF, subject_mean=None):
+  """Back to feature units; in `subject` mode the subject's mean is added when it is given."""
+  stats = info["normalization"]
+  offset = np.asarray(stats["mean"], np.float32) if subject_mean is None else subject_mean
+  return x_TF * np.asarray(stats["std"], np.float32) + offset
+
+
+def decode_codes(trained, codes_SL, num_frames=None, denormalized=True, subject_mean=None):
+  """Expression vectors [T, F] from one video's codes [S, L] (-1 skips a level) in JAX.
+
+  The result is in feature units when `denormalized` (subject-centred in `subject` mode unless
+  `subject_mean` is given), else in the model's normalised units.
+  """
+  codes = jnp.asarray(np.asarray(codes_SL, np.int32)[None])
+  x_TF = np.asarray(trained.model.apply(trained.variables, codes,
+                                        method=models.Model.decode_codes))[0]
+  x_TF = x_TF[:num_frames] if num_frames is not None else x_TF
+  return denormalize(trained.info, x_TF, subject_mean) if denormalized else x_TF
+
+
+def _check_names(names, info, where):
+  expected = tuple(info["feature_names"])
+  if tuple(names) != expected:
+    diff = next((f"column {i} is {a!r}, training had {b!r}" for i, (a, b) in
+                 enumerate(zip(names, expected)) if a != b),
+                f"{len(names)} features, training had {len(expected)}")
+    raise InputError(f"{where}: feature names differ from training ({diff})")
+
+
+def manifest_subjects(manifest, info):
+  """Yields each subject's videos (a list of VideoInput) from a manifest, in manifest order."""
+  rows = ingest_lib.read_manifest(manifest)
+  order = {}
+  for row in rows:
+    order.setdefault(row["subject_id"], []).append(row)
+  for subject, subject_rows in order.items():
+    group = []
+    for row in subject_rows:
+      video = ingest_lib.load_and_resample(row, float(info["fps"]))
+      _check_names(video["feature_names"], info, row["path"])
+      group.append(VideoInput(row["video_id"], subject, video["features"], video["valid"],
+                              video["source_fps"]))
+    yield group
+
+
+def shard_subjects(data_dir, info, splits=None):
+  """Yields each subject's videos from ingest shards, reassembling records by start frame."""
+  data_info = input_pipeline.load_info(data_dir)
+  _check_names(data_info["feature_names"], info, os.path.join(data_dir, "dataset.json"))
+  wanted = splits or list(data_info["splits"])
+  files = [os.path.join(data_dir, s["path"]) for split in wanted
+           for s in data_info["splits"].get(split, {"shards": []})["shards"]]
+  records, subject_of, order = {}, {}, []
+  num_features = data_info["num_features"]
+  ds = tf.data.TFRecordDataset(files).map(
+      lambda s: tf.io.parse_single_example(s, input_pipeline._FEATURES))  # pylint: disable=protected-access
+  for ex in ds.as_numpy_iterator():
+    vid = ex["video_id"].decode()
+    if vid not in records:
+      order.append(vid)
+      records[vid] = []
+    subject_of[vid] = ex["subject_id"].decode()
+    x = np.frombuffer(ex["features"], "<f4").reshape(-1, num_features)
+    valid = np.frombuffer(ex["valid"], np.uint8).astype(bool)
+    records[vid].append((int(ex["start_frame"]), x, valid))
+  by_subject = {}
+  for vid in order:
+    parts = sorted(records.pop(vid), key=lambda r: r[0])
+    x = np.concatenate([p[1] for p in parts])
+    valid = np.concatenate([p[2] for p in parts])
+    x, valid = ingest_lib.resample(x, valid, float(data_info["fps"]), float(info["fps"]))
+    by_subject.setdefault(subject_of[vid], []).append(
+        VideoInput(vid, subject_of[vid], x, valid, float(data_info["fps"])))
+  yield from by_subject.values()
+
+
+class TokenWriter:
+  """Collects per-video tokens into `tokens.npz` (or numbered files) plus `tokens_index.csv`.
+
+  Everything is written into a staging folder first and moved into place at `close()`, so an
+  interrupted run leaves the previous output untouched.
+  """
+
+  def __init__(self, output_dir, model_config, max_steps_per_file, with_latents):
+    self.output_dir = output_dir
+    self.staging = os.path.join(output_dir, f".staging-{uuid.uuid4().hex[:8]}")
+    gfile.makedirs(self.staging)
+    q = model_config.quantizer
+    rvq = q.kind == "rvq"
+    self.meta = {"codebook_size": np.int32(q.codebook_size if rvq else 0),
+                 "num_levels": np.int32(q.num_levels if rvq else 0),
+                 "shared_codebook": np.bool_(q.shared_codebook if rvq else False)}
+    self.max_steps = max_steps_per_file
+    self.with_latents = with_latents
+    self.parts, self.index, self.files = [], [], []
+
+  def add(self, video, codes_SL, latents_SD, valid_S, factor):
+    """Adds one video's rows (invalid steps get code -1 at every level and a zero latent)."""
+    codes_SL = np.where(valid_S[:, None], codes_SL, -1).astype(np.int32)
+    start_S = (np.arange(len(valid_S)) * factor).astype(np.int32)
+    row = {"codes": codes_SL, "valid": valid_S.astype(bool), "frame_start": start_S,
+           "frame_end": np.minimum(start_S + factor, len(video.features)).astype(np.int32)}
+    if self.with_latents:
+      row["latents"] = np.where(valid_S[:, None], latents_SD, 0.0).astype(np.float32)
+    self.parts.append((video.video_id, row))
+    self.index.append({"video_id": video.video_id, "subject_id": video.subject_id,
+                       "file": len(self.files), "num_frames": len(video.features),
+                       "num_valid_frames": int(video.valid.sum()), "num_steps": len(valid_S),
+                       "num_valid_steps": int(valid_S.sum()), "source_fps": video.source_fps})
+    if sum(len(r["valid"]) for _, r in self.parts) >= self.max_steps:
+      self._flush()
+
+  def _flush(self):
+    if not self.parts:
+      return
+    lengths = [len(r["valid"]) for _, r in self.parts]
+    arrays = {k: np.concatenate([r[k] for _, r in self.parts]) for k in self.parts[0][1]}
+    arrays["codes"] = arrays["codes"].reshape(len(arrays["valid"]), -1)
+    path = os.path.join(self.staging, f"part-{len(self.files):05d}.npz")
+    outputs.save_npz(path, video_id=np.array([v for v, _ in self.parts]),
+                     offset=np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
+                     **arrays, **self.meta)
+    self.files.append(path)
+    self.parts = []
+
+  def close(self, fps):
+    """Moves the files into place (replacing earlier tokens) and writes `tokens_index.csv`."""
+    self._flush()
+    count = len(self.files)
+    names = (["tokens.npz"] if count == 1 else
+             [f"tokens-{i:05d}-of-{count:05d}.npz" for i in range(count)])
+    for name in gfile.listdir(self.output_dir):
+      if name.startswith("tokens") and (name.endswith(".npz") or name == "tokens_index.csv"):
+        gfile.remove(os.path.join(self.output_dir, name))
+    for path, name in zip(self.files, names):
+      gfile.rename(path, os.path.join(self.output_dir, name), overwrite=True)
+    gfile.rmtree(self.staging)
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(self.index[0]) + ["fps"])
+    writer.writeheader()
+    for entry in self.index:
+      writer.writerow(dict(entry, file=names[entry["file"]], fps=fps))
+    with outputs.atomic_open(os.path.join(self.output_dir, "tokens_index.csv")) as f:
+      f.write(buffer.getvalue())
+    return [os.path.join(self.output_dir, n) for n in names]
+
+  def abort(self):
+    if gfile.exists(self.staging):
+      gfile.rmtree(self.staging)
+
+
+def _subjects_of(data, info, splits):
+  """Subject groups from a manifest CSV, a shard folder, or an iterable of VideoInput."""
+  if isinstance(data, str):
+    if gfile.isdir(data):
+      return shard_subjects(data, info, splits)
+    return manifest_subjects(data, info)
+  by_subject = {}
+  for v in data:
+    by_subject.setdefault(v.subject_id, []).append(v)
+  return iter(by_subject.values())
+
+
+def tokenize_videos(trained, data, output_dir, *, latents=False, chunk_frames=4096,
+                    batch_frames=32768, max_steps_per_file=1_000_000, splits=None,
+                    overwrite=False):
+  """Tokenizes every video of `data` (manifest CSV, shard folder or VideoInputs) into
+  `output_dir`; returns a summary dict (files, counts, frames per second)."""
+  config = trained.config.model
+  if latents is False and config.quantizer.kind == "none":
+    raise ValueError("this model has no codebook (quantizer.kind='none'): pass --latents")
+  outputs.check_writable_dir(output_dir, overwrite)
+  encoder = ChunkedEncoder(trained, chunk_frames, batch_frames)
+  writer = TokenWriter(output_dir, config, max_steps_per_file, latents)
+  block_frames = 8 * batch_frames
+  start = time.time()
+  totals = {"num_videos": 0, "num_frames": 0, "num_steps": 0}
+  block = []
+
+  def run_block():
+    normalised = []
+    for group in block:
+      xs, _ = normalize_subject_videos(trained.info, group)
+      normalised += [(x, v.valid) for x, v in zip(xs, group)]
+    videos = [v for group in block for v in group]
+    for video, (codes, z, valid) in zip(videos, encoder.encode(normalised)):
+      writer.add(video, codes, z, valid, encoder.factor)
+      totals["num_steps"] += len(valid)
+    totals["num_videos"] += len(videos)
+    totals["num_frames"] += sum(len(v.features) for v in videos)
+    elapsed = max(time.time() - start, 1e-9)
+    logging.info("tokenize: %d videos, %d frames, %.0f frames/s", totals["num_videos"],
+                 totals["num_frames"], totals["num_frames"] / elapsed)
+    block.clear()
+
+  try:
+    for group in _subjects_of(data, trained.info, splits):
+      for v in group:
+        if len(v.features) == 0:
+          raise InputError(f"video {v.video_id!r}: empty video (0 frames)")
+        if v.features.ndim != 2 or v.features.shape[1] != trained.info["num_features"]:
+          raise InputError(f"video {v.video_id!r}: features have shape {v.features.shape}, "
+                           f"the model expects [frames, {trained.info['num_features']}]")
+      block.append(group)
+      if sum(len(v.features) for g in block for v in g) >= block_frames:
+        run_block()
+    if block:
+      run_block()
+    if not totals["num_videos"]:
+      raise InputError(f"{data}: no videos to tokenize")
+    files = writer.close(trained.info["fps"])
+  except BaseException:
+    writer.abort()
+    raise
+  seconds = time.time() - start
+  return dict(totals, files=files, seconds=seconds,
+              frames_per_second=totals["num_frames"] / max(seconds, 1e-9))
+
+
+def encode_video(trained, x_TF, valid_T=None, encoder=None):
+  """Codes [S, L], latents [S, D] and valid [S] of one already-normalised video, in JAX."""
+  encoder = encoder or ChunkedEncoder(trained)
+  valid_T = np.ones(len(x_TF), bool) if valid_T is None else np.asarray(valid_T, bool)
+  return encoder.encode([(np.asarray(x_TF, np.float32), valid_T)])[0]
+
+
+def steps_for(num_frames, factor):
+  """Latent steps of a video of `num_frames` frames."""
+  return math.ceil(num_frames / factor)
