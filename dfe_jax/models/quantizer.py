@@ -149,7 +149,7 @@ def ema_update(ema_count_CK, ema_sum_CKE, counts_CK, sums_CKE, decay, eps):
 
 def sample_rows(key, candidates_ME, weight_M, num_samples):
   """Draws `num_samples` rows uniformly among rows with weight > 0 (row 0 if there are none)."""
-  cdf_M = jnp.cumsum((weight_M > 0).astype(jnp.int32))
+  cdf_M = jnp.cumsum((weight_M > 0).astype(jnp.int32), axis=0)
   u = jax.random.randint(key, (num_samples,), 0, jnp.maximum(cdf_M[-1], 1))
   # The first row whose running count exceeds u is the (u+1)-th valid row: no N x K sampling.
   idx = jnp.searchsorted(cdf_M, u, side="right")

@@ -1,0 +1,233 @@
+"""The RVQ-VAE models: shapes, masks, encode/decode round trips, jit, sharding and the configs."""
+
+import importlib.util
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from dfe_jax import features
+from dfe_jax import losses
+from dfe_jax import models
+
+_CONFIGS = os.path.join(os.path.dirname(__file__), os.pardir, "configs")
+
+
+def _load_config(name, arg="smoke"):
+  spec = importlib.util.spec_from_file_location(f"test_cfg_{name}",
+                                                os.path.join(_CONFIGS, f"{name}.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(arg)
+
+
+def _tiny(name="rvq", **model_overrides):
+  """A smoke config shrunk further so each test compiles in seconds."""
+  config = _load_config(name)
+  config.model.feature_dim = 53
+  config.model.code_dim = 8
+  config.model.width = 16
+  config.model.conv.dilations = (3, 1)
+  config.model.transformer.mlp_dim = 32
+  config.model.quantizer.codebook_size = 16
+  for key, value in model_overrides.items():
+    target = config.model
+    *path, leaf = key.split(".")
+    for part in path:
+      target = target[part]
+    target[leaf] = value
+  return config
+
+
+def _data(batch=4, frames=16, seed=0):
+  x = jax.random.normal(jax.random.PRNGKey(seed), (batch, frames, 53))
+  mask = jnp.ones((batch, frames), bool).at[0, frames - 3:].set(False)
+  return x, mask
+
+
+def _fitted(model, x, mask):
+  """Initialised variables with k-means-fitted codebooks, in one compiled call."""
+  def init(x, mask):
+    variables = model.init({"params": jax.random.PRNGKey(0)}, x, mask)
+    return models.init_codebooks(model, variables, x, mask, jax.random.PRNGKey(1))
+  return jax.jit(init)(x, mask)
+
+
+@pytest.fixture(scope="module")
+def conv():
+  """The tiny conv model, a batch of 8 x 16 frames and fitted variables, shared to save compiles."""
+  config = _tiny()
+  model = models.get_model(config.model)
+  x, mask = _data(batch=8)
+  return config, model, x, mask, _fitted(model, x, mask)
+
+
+@pytest.mark.parametrize("frames", [13, 1])
+def test_odd_sequence_lengths_work(frames):
+  model = models.get_model(_tiny().model)
+  x, mask = _data(batch=2, frames=frames)
+  mask = jnp.ones((2, frames), bool).at[1, frames // 2:].set(False)
+  variables = _fitted(model, x, mask)
+  (recon, aux), _ = jax.jit(lambda v: model.apply(
+      v, x, mask, train=True, rngs={"vq": jax.random.PRNGKey(2)}, mutable=["vq_stats"]))(variables)
+  steps = -(-frames // 4)  # downsample_log2 = 2 in the smoke config.
+  assert recon.shape == x.shape
+  assert aux["codes"].shape == (2, steps, 3)
+  assert aux["latents"].shape == (2, steps, 8) and aux["latents"].dtype == jnp.float32
+  want_mask = [[any(mask[b, 4 * s:4 * s + 4]) for s in range(steps)] for b in range(2)]
+  np.testing.assert_array_equal(aux["latent_mask"], want_mask)
+  assert np.all(np.isfinite(recon))
+  assert int(aux["vq/counts_LK"][0].sum()) == int(np.sum(want_mask))
+
+
+def test_jit_and_eager_agree():
+  # A one-block model keeps the op-by-op eager run short.
+  model = models.get_model(_tiny(**{"downsample_log2": 1, "conv.dilations": (1,)}).model)
+  x, mask = _data(batch=2, frames=8)
+  variables = _fitted(model, x, mask)
+
+  def step(v):
+    return model.apply(v, x, mask, train=True, rngs={"vq": jax.random.PRNGKey(3)},
+                       mutable=["vq_stats"])
+
+  (recon_e, aux_e), stats_e = step(variables)
+  (recon_j, aux_j), stats_j = jax.jit(step)(variables)
+  np.testing.assert_allclose(recon_e, recon_j, rtol=1e-4, atol=1e-5)
+  np.testing.assert_array_equal(aux_e["codes"], aux_j["codes"])
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5),
+               stats_e, stats_j)
+
+
+def test_no_retracing_across_train_steps(conv):
+  config, model, x, mask, variables = conv
+  traces = []
+
+  @jax.jit
+  def train_step(params, vq_stats, x, mask, step):
+    traces.append(1)
+    rng = jax.random.fold_in(jax.random.PRNGKey(0), step)
+
+    def loss_fn(p):
+      (recon, aux), updates = model.apply({"params": p, "vq_stats": vq_stats}, x, mask,
+                                          train=True, rngs={"vq": rng}, mutable=["vq_stats"])
+      loss, _ = losses.total_loss(recon, x, mask, aux, config.loss, features.FLAME53)
+      return loss, updates["vq_stats"]
+
+    (loss, new_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+    params = jax.tree.map(lambda p, g: p - 1e-3 * g, params, grads)
+    return params, new_stats, loss
+
+  params, stats = variables["params"], variables["vq_stats"]
+  for step in range(3):
+    x_step, _ = _data(batch=8, seed=step)
+    params, stats, loss = train_step(params, stats, x_step, mask, step)
+    assert np.isfinite(float(loss))
+  assert len(traces) == 1
+
+
+def test_kmeans_init_runs_under_jit_with_sharded_batch(conv):
+  _, model, x, mask, fitted = conv
+  variables = dict(fitted, vq_stats=jax.jit(lambda: model.init(
+      {"params": jax.random.PRNGKey(0)}, x, mask))()["vq_stats"])
+  assert not bool(variables["vq_stats"]["quantizer"]["initialised"])
+  # Auto axes, as dfe_jax.sharding.make_mesh builds them for the trainer.
+  mesh = jax.make_mesh((8,), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
+  x_sharded = jax.device_put(x, NamedSharding(mesh, P("data")))
+  mask_sharded = jax.device_put(mask, NamedSharding(mesh, P("data")))
+  init = jax.jit(lambda v, x, m: models.init_codebooks(model, v, x, m, jax.random.PRNGKey(1)))
+  sharded = init(variables, x_sharded, mask_sharded)
+  local = init(variables, x, mask)
+  stats = sharded["vq_stats"]["quantizer"]
+  assert bool(stats["initialised"])
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5),
+               sharded["vq_stats"], local["vq_stats"])
+  # Every valid latent was counted once per level: the counts are global, not per device.
+  valid_latents = int(jnp.sum(jnp.any(mask.reshape(8, 4, 4), -1)))
+  assert float(stats["ema_count"].sum()) == pytest.approx(3 * valid_latents)
+
+
+def test_encode_decode_round_trip_and_prefix_metrics(conv):
+  _, model, x, mask, variables = conv
+  recon, aux = jax.jit(lambda v: model.apply(v, x, mask))(variables)
+  tokens = jax.jit(lambda v: model.apply(v, x, mask, method="encode"))(variables)
+  np.testing.assert_array_equal(tokens["codes"], aux["codes"])
+  assert tokens["codes"].dtype == jnp.int32 and np.all(np.asarray(tokens["codes"]) >= 0)
+  decode = jax.jit(lambda v, c: model.apply(v, c, method="decode_codes"))
+  np.testing.assert_allclose(decode(variables, tokens["codes"]), recon, rtol=1e-4, atol=1e-5)
+  # Skipping every level after the first reproduces the one-level prefix metric.
+  first_only = decode(variables, tokens["codes"].at[..., 1:].set(-1))
+  prefix1 = losses.masked_mse(first_only, x, mask)
+  assert float(prefix1) == pytest.approx(float(aux["recon/prefix1_mse"]), rel=1e-4)
+  assert float(aux["recon/prefix3_mse"]) == pytest.approx(float(losses.masked_mse(recon, x, mask)),
+                                                          rel=1e-4)
+
+
+def test_frame_transformer_gives_one_code_row_per_frame_without_context():
+  model = models.get_model(_tiny("dfe_paper").model)
+  x, mask = _data(batch=2, frames=5)
+  variables = _fitted(model, x, mask)
+  encode = jax.jit(lambda v, x: model.apply(v, x, mask, method="encode"))
+  tokens = encode(variables, x)
+  assert tokens["codes"].shape == (2, 5, 3)
+  moved = encode(variables, x.at[:, 2].add(5.0))
+  np.testing.assert_allclose(np.delete(np.asarray(moved["latents"]), 2, axis=1),
+                             np.delete(np.asarray(tokens["latents"]), 2, axis=1), rtol=1e-5)
+  recon, aux = jax.jit(lambda v: model.apply(v, x, mask))(variables)
+  assert recon.shape == x.shape and "recon/prefix3_mse" in aux
+
+
+def test_continuous_baseline_has_latents_and_no_codes():
+  model = models.get_model(_tiny("continuous").model)
+  x, mask = _data()
+  variables = _fitted(model, x, mask)
+  (recon, aux), updates = jax.jit(lambda v: model.apply(
+      v, x, mask, train=True, rngs={"vq": jax.random.PRNGKey(0)}, mutable=["vq_stats"]))(variables)
+  assert recon.shape == x.shape
+  assert aux["codes"].shape == (4, 4, 0) and aux["latents"].shape == (4, 4, 8)
+  assert float(aux["commit_loss"]) == 0.0
+  assert bool(updates["vq_stats"]["quantizer"]["initialised"])
+
+
+def test_bfloat16_compute_keeps_quantizer_in_float32():
+  model = models.get_model(_tiny(dtype="bfloat16").model)
+  x, mask = _data()
+  variables = _fitted(model, x, mask)
+  (recon, aux), updates = jax.jit(lambda v: model.apply(
+      v, x, mask, train=True, rngs={"vq": jax.random.PRNGKey(0)}, mutable=["vq_stats"]))(variables)
+  assert recon.dtype == jnp.float32 and aux["latents"].dtype == jnp.float32
+  for leaf in jax.tree.leaves(updates["vq_stats"]):
+    assert leaf.dtype in (jnp.float32, jnp.bool_)
+  assert np.isfinite(float(aux["commit_loss"]))
+
+
+def test_encoder_gets_gradient_through_the_quantizer(conv):
+  _, model, x, mask, variables = conv
+
+  def recon_loss(params):
+    (recon, _), _ = model.apply(dict(variables, params=params), x, mask, train=True,
+                                rngs={"vq": jax.random.PRNGKey(0)}, mutable=["vq_stats"])
+    return losses.masked_mse(recon, x, mask)
+
+  grads = jax.jit(jax.grad(recon_loss))(variables["params"])
+  encoder_grad = sum(float(jnp.abs(g).sum()) for g in jax.tree.leaves(grads["encoder"]))
+  assert encoder_grad > 0
+
+
+def test_configs_build_and_describe_the_reference_model():
+  config = _load_config("rvq", arg=None)
+  m = config.model
+  assert (m.feature_dim, m.width, m.downsample_log2, tuple(m.conv.dilations), m.code_dim) == (
+      53, 256, 2, (9, 3, 1), 128)
+  assert (m.quantizer.num_levels, m.quantizer.codebook_size, m.quantizer.shared_codebook,
+          m.quantizer.learning) == (6, 512, True, "ema")
+  assert config.loss.velocity_weight > 0
+  for name in ("rvq", "dfe_paper", "continuous"):
+    models.get_model(_load_config(name).model)
+  bogus = _tiny()
+  bogus.model.name = "bogus"
+  with pytest.raises(ValueError):
+    models.get_model(bogus.model)
