@@ -20,11 +20,13 @@ import contextlib
 import csv
 import dataclasses
 import glob
+import importlib.abc
 import importlib.metadata
 import math
 import multiprocessing
 import os
 import pathlib
+import sys
 import tempfile
 import time
 
@@ -183,8 +185,26 @@ def head_rotation(matrix):
   return pitch, yaw, roll
 
 
+class _HideTensorFlow(importlib.abc.MetaPathFinder):
+  """Makes `import tensorflow` fail while mediapipe is imported.
+
+  mediapipe imports TensorFlow only for a docs decorator, and falls back to a no-op when TF is
+  absent; with TF installed (it is, for ingest) that costs seconds and hundreds of MB in every
+  extraction process. Nothing is cached, so a later `import tensorflow` works as usual.
+  """
+
+  def find_spec(self, fullname, path=None, target=None):
+    del path, target  # Unused.
+    if fullname == "tensorflow" or fullname.startswith("tensorflow."):
+      raise ModuleNotFoundError(f"No module named {fullname!r}", name=fullname)
+    return None
+
+
 def _import_mediapipe():
-  """Imports mediapipe's Tasks API, or says how to install it."""
+  """Imports mediapipe's Tasks API (without TensorFlow), or says how to install it."""
+  hide = None if "tensorflow" in sys.modules else _HideTensorFlow()
+  if hide:
+    sys.meta_path.insert(0, hide)
   try:
     import mediapipe as mp  # pylint: disable=g-import-not-at-top
     from mediapipe.tasks.python import BaseOptions  # pylint: disable=g-import-not-at-top
@@ -192,6 +212,9 @@ def _import_mediapipe():
   except ImportError as e:
     raise ImportError(f"mediapipe is needed for extraction ({e}); "
                       "install it with `pip install -e '.[video]'`") from e
+  finally:
+    if hide:
+      sys.meta_path.remove(hide)
   return mp, BaseOptions, vision
 
 
