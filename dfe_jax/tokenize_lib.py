@@ -462,3 +462,31 @@ def encode_video(trained, x_TF, valid_T=None, encoder=None):
 def steps_for(num_frames, factor):
   """Latent steps of a video of `num_frames` frames."""
   return math.ceil(num_frames / factor)
+
+
+def token_files(path):
+  """The tokens files of `path`: a tokens .npz, or a folder with tokens.npz or numbered files."""
+  if not gfile.isdir(path):
+    if not gfile.exists(path):
+      raise InputError(f"{path}: tokens file not found")
+    return [path]
+  names = sorted(gfile.listdir(path))
+  if "tokens.npz" in names:
+    return [os.path.join(path, "tokens.npz")]
+  numbered = [os.path.join(path, n) for n in names if n.startswith("tokens-") and
+              n.endswith(".npz")]
+  if not numbered:
+    raise InputError(f"{path}: no tokens.npz or tokens-NNNNN-of-NNNNN.npz inside")
+  return numbered
+
+
+def read_tokens(path):
+  """All videos' tokens from `path` (one file or a numbered set) as one dict of arrays."""
+  parts = [outputs.load_npz(f) for f in token_files(path)]
+  merged = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]
+            if k not in ("offset", "codebook_size", "num_levels", "shared_codebook")}
+  lengths = np.concatenate([np.diff(p["offset"]) for p in parts])
+  merged["offset"] = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+  for k in ("codebook_size", "num_levels", "shared_codebook"):
+    merged[k] = parts[0][k]
+  return merged
