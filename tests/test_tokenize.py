@@ -1,0 +1,180 @@
+"""Tokenize: chunked codes equal whole-video codes, one compile per bucket, DESIGN's file layout,
+shards = manifest, subject normalisation, clear errors."""
+
+import csv
+import dataclasses
+import importlib.util
+import os
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from dfe_jax import models
+from dfe_jax import outputs
+from dfe_jax import readers
+from dfe_jax import tokenize_lib
+from dfe_jax import train_lib
+from dfe_jax import trained_model
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def smoke_config(data_dir):
+  spec = importlib.util.spec_from_file_location("rvq_config", os.path.join(REPO, "configs",
+                                                                          "rvq.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config("smoke")
+  config.data_dir = data_dir
+  config.total_steps = 10
+  config.eval_every_steps = 10
+  config.checkpoint_every_steps = 10
+  return config
+
+
+@pytest.fixture(scope="module")
+def trained(small_shards, tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp("run"))
+  train_lib.train_and_evaluate(smoke_config(small_shards), workdir)
+  return trained_model.load(workdir)
+
+
+def whole_video_codes(trained, x_TF, valid_T):
+  """The model's own `encode` on the whole video at once: the reference for chunking."""
+  out = trained.model.apply(trained.variables, jnp.asarray(x_TF[None]), jnp.asarray(valid_T[None]),
+                            method=models.Model.encode)
+  return (np.asarray(out["codes"][0]), np.asarray(out["latents"][0]),
+          np.asarray(out["latent_mask"][0]))
+
+
+def long_video(num_frames, num_features, seed=0):
+  rng = np.random.default_rng(seed)
+  x = np.cumsum(rng.normal(0, 0.3, (num_frames, num_features)), 0).astype(np.float32)
+  x = (x - x.mean(0)) / (x.std(0) + 1e-6)
+  valid = np.ones(num_frames, bool)
+  valid[700:730] = False
+  return x, valid
+
+
+def test_receptive_field_of_reference_model_is_86_frames():
+  spec = importlib.util.spec_from_file_location("rvq_ref", os.path.join(REPO, "configs", "rvq.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  # stem 1 + (down 1 + 2*13) + (down 2*1 + 4*13) + out 4
+  assert tokenize_lib.receptive_field_frames(module.get_config().model) == 86
+
+
+@pytest.mark.parametrize("chunk_frames", [64, 200, 4096])
+def test_chunked_codes_equal_whole_video_codes(trained, chunk_frames):
+  x, valid = long_video(2501, trained.info["num_features"])  # Not a multiple of 4 on purpose.
+  codes_ref, latents_ref, mask_ref = whole_video_codes(trained, x, valid)
+  encoder = tokenize_lib.ChunkedEncoder(trained, chunk_frames=chunk_frames, batch_frames=2048)
+  codes, latents, mask = tokenize_lib.encode_video(trained, x, valid, encoder)
+  np.testing.assert_array_equal(mask, mask_ref)
+  np.testing.assert_allclose(latents, latents_ref, atol=2e-5, rtol=1e-5)
+  np.testing.assert_array_equal(codes, codes_ref)
+
+
+def test_one_compile_per_bucket(trained):
+  encoder = tokenize_lib.ChunkedEncoder(trained, chunk_frames=256, batch_frames=1024)
+  lengths = [5, 17, 63, 64, 65, 100, 130, 200, 255, 300, 1000, 1001]
+  videos = [long_video(n, trained.info["num_features"], seed=n) for n in lengths]
+  results = encoder.encode(videos)
+  assert [len(r[0]) for r in results] == [-(-n // 4) for n in lengths]
+  used = {encoder.bucket(w.length) for v, (x, _) in enumerate(videos)
+          for w in encoder.windows(v, len(x))}
+  assert encoder._encode._cache_size() == len(used) <= len(encoder.buckets)  # pylint: disable=protected-access
+
+
+def test_tokens_file_layout_and_shards_equal_manifest(trained, small_corpus, small_shards,
+                                                      tmp_path):
+  out = str(tmp_path / "tok")
+  summary = tokenize_lib.tokenize_videos(trained, small_corpus, out, latents=True,
+                                         chunk_frames=128)
+  assert summary["num_videos"] == 20 and summary["files"] == [os.path.join(out, "tokens.npz")]
+  t = outputs.load_npz(os.path.join(out, "tokens.npz"))
+  n, levels = len(t["codes"]), trained.config.model.quantizer.num_levels
+  assert t["codes"].dtype == np.int32 and t["codes"].shape == (n, levels)
+  assert t["offset"].dtype == np.int64 and t["offset"][-1] == n and len(t["offset"]) == 21
+  assert t["valid"].dtype == bool and t["latents"].shape == (n, trained.config.model.code_dim)
+  assert t["frame_start"].dtype == np.int32 and t["frame_end"].dtype == np.int32
+  assert int(t["codebook_size"]) == trained.config.model.quantizer.codebook_size
+  assert int(t["num_levels"]) == levels and bool(t["shared_codebook"])
+  assert (t["codes"][~t["valid"]] == -1).all() and (t["codes"][t["valid"]] >= 0).all()
+  with open(os.path.join(out, "tokens_index.csv")) as f:
+    index = list(csv.DictReader(f))
+  assert [r["video_id"] for r in index] == list(t["video_id"])
+  for v, row in enumerate(index):
+    rows = slice(t["offset"][v], t["offset"][v + 1])
+    assert int(row["num_steps"]) == rows.stop - rows.start
+    assert int(row["num_valid_steps"]) == t["valid"][rows].sum()
+    assert t["frame_start"][rows][0] == 0 and t["frame_end"][rows][-1] == int(row["num_frames"])
+  # The first video, read by hand, equals the model's whole-video encoding.
+  video = readers.read_video(os.path.join(os.path.dirname(small_corpus), "videos",
+                                          f"{t['video_id'][0]}.npz"))
+  x, _ = tokenize_lib.normalize_subject_videos(trained.info, [tokenize_lib.VideoInput(
+      "v", "s", video.features, video.valid)])
+  codes_ref, _, mask_ref = whole_video_codes(trained, x[0], video.valid)
+  np.testing.assert_array_equal(t["codes"][:t["offset"][1]], np.where(mask_ref[:, None],
+                                                                       codes_ref, -1))
+  # Shards (records cut at 128 frames, spread over files) give the same tokens.
+  out_shards = str(tmp_path / "tok_shards")
+  tokenize_lib.tokenize_videos(trained, small_shards, out_shards)
+  s = outputs.load_npz(os.path.join(out_shards, "tokens.npz"))
+  order = {v: i for i, v in enumerate(t["video_id"])}
+  for j, vid in enumerate(s["video_id"]):
+    i = order[vid]
+    np.testing.assert_array_equal(s["codes"][s["offset"][j]:s["offset"][j + 1]],
+                                  t["codes"][t["offset"][i]:t["offset"][i + 1]])
+
+
+def test_subject_normalisation_uses_the_subjects_own_mean(trained, tmp_path):
+  stats = dict(trained.info["normalization"], mode="subject", subject_mean={})
+  subject_model = dataclasses.replace(trained, info=dict(trained.info, normalization=stats))
+  f = trained.info["num_features"]
+  a, valid_a = long_video(300, f, seed=1)
+  b, valid_b = long_video(500, f, seed=2)
+  offset = np.linspace(-1, 1, f).astype(np.float32)
+  videos = [tokenize_lib.VideoInput("a", "s1", a + offset, valid_a),
+            tokenize_lib.VideoInput("b", "s1", b + offset, valid_b)]
+  tokenize_lib.tokenize_videos(subject_model, videos, str(tmp_path / "subject"))
+  got = outputs.load_npz(str(tmp_path / "subject" / "tokens.npz"))
+  mean = np.concatenate([a[valid_a], b[valid_b]]).mean(0) + offset
+  std = np.asarray(stats["std"], np.float32)
+  codes_a, _, mask_a = whole_video_codes(trained, (a + offset - mean) / std, valid_a)
+  np.testing.assert_array_equal(got["codes"][:got["offset"][1]],
+                                np.where(mask_a[:, None], codes_a, -1))
+
+
+def test_split_into_numbered_files(trained, small_corpus, tmp_path):
+  out = str(tmp_path / "many")
+  summary = tokenize_lib.tokenize_videos(trained, small_corpus, out, max_steps_per_file=300)
+  assert len(summary["files"]) > 1
+  assert os.path.basename(summary["files"][0]) == f"tokens-00000-of-{len(summary['files']):05d}.npz"
+  merged = tokenize_lib.read_tokens(out)
+  assert len(merged["video_id"]) == 20 and merged["offset"][-1] == len(merged["codes"])
+  assert not [n for n in os.listdir(out) if n.startswith(".staging")]
+
+
+def test_clear_errors(trained, small_corpus, tmp_path):
+  out = str(tmp_path / "tok")
+  tokenize_lib.tokenize_videos(trained, small_corpus, out)
+  with pytest.raises(outputs.OutputExistsError, match="--overwrite"):
+    tokenize_lib.tokenize_videos(trained, small_corpus, out)
+  f = trained.info["num_features"]
+  with pytest.raises(readers.InputError, match="empty video"):
+    tokenize_lib.tokenize_videos(trained, [tokenize_lib.VideoInput(
+        "e", "s", np.zeros((0, f), np.float32), np.zeros(0, bool))], str(tmp_path / "empty"))
+  assert not os.listdir(tmp_path / "empty")  # Nothing half-written.
+  names = list(trained.info["feature_names"])
+  names[3] = "someOtherFeature"
+  video = tmp_path / "renamed.npz"
+  np.savez(video, features=np.zeros((50, f), np.float32), fps=np.float32(25.0),
+           feature_names=np.array(names))
+  manifest = tmp_path / "manifest.csv"
+  manifest.write_text(f"video_id,subject_id,path\nv,s,{video}\n")
+  with pytest.raises(readers.InputError, match="feature names differ from training"):
+    tokenize_lib.tokenize_videos(trained, str(manifest), str(tmp_path / "renamed"))
+  with pytest.raises(FileNotFoundError, match="no checkpoint|not found"):
+    trained_model.load(str(tmp_path))
