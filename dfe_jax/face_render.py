@@ -84,7 +84,8 @@ class _NoChumpyUnpickler(pickle.Unpickler):
 def _to_numpy(value):
   """A chumpy stub, scipy sparse matrix or array-like as a float/int NumPy array."""
   if isinstance(value, _Stub):
-    state = value.state if isinstance(value.state, dict) else {}
+    state = getattr(value, "state", None)
+    state = state if isinstance(state, dict) else {}
     if "x" in state:
       return np.asarray(state["x"])
     arrays = [v for v in state.values() if isinstance(v, np.ndarray)]
@@ -132,8 +133,10 @@ def flame_vertices(model, expression_E, jaw_3):
   at rest): expression basis, pose correctives, then linear blend skinning."""
   num_shape = int(model.get("num_shape", FLAME_NUM_SHAPE))
   shapedirs = np.asarray(model["shapedirs"], np.float64)
+  # Coefficients beyond the model's expression basis (e.g. 50 given, 10 stored) have no effect.
   expdirs = shapedirs[:, :, num_shape:num_shape + len(expression_E)]
-  v_shaped = np.asarray(model["v_template"], np.float64) + expdirs @ np.asarray(expression_E)
+  expression_E = np.asarray(expression_E, np.float64)[:expdirs.shape[2]]
+  v_shaped = np.asarray(model["v_template"], np.float64) + expdirs @ expression_E
   joints_J3 = np.asarray(model["J_regressor"], np.float64) @ v_shaped
   num_joints = len(joints_J3)
   rotations = np.repeat(np.eye(3)[None], num_joints, axis=0)
