@@ -1,0 +1,134 @@
+"""Export + NumPy tokenizer: NumPy-only imports, codes equal to the JAX path except float ties,
+decoded vectors within 1e-5, -1 skips a level in both decoders."""
+
+import ast
+import csv
+import importlib.util
+import json
+import os
+
+import numpy as np
+import pytest
+
+from dfe_jax import export_lib
+from dfe_jax import ingest_lib
+from dfe_jax import numpy_tokenizer
+from dfe_jax import outputs
+from dfe_jax import tokenize_lib
+from dfe_jax import train_lib
+from dfe_jax import trained_model
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def trained(small_shards, tmp_path_factory):
+  spec = importlib.util.spec_from_file_location("rvq_config", os.path.join(REPO, "configs",
+                                                                          "rvq.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config("smoke")
+  config.data_dir = small_shards
+  config.total_steps = 10
+  config.eval_every_steps = 10
+  config.checkpoint_every_steps = 10
+  workdir = str(tmp_path_factory.mktemp("run"))
+  train_lib.train_and_evaluate(config, workdir)
+  return trained_model.load(workdir)
+
+
+@pytest.fixture(scope="module")
+def exported(trained, tmp_path_factory):
+  path = str(tmp_path_factory.mktemp("export") / "model.npz")
+  export_lib.export(trained, path)
+  return path
+
+
+def test_numpy_tokenizer_imports_only_numpy_and_the_standard_library():
+  with open(numpy_tokenizer.__file__) as f:
+    tree = ast.parse(f.read())
+  imported = {alias.name.split(".")[0] for node in ast.walk(tree)
+              if isinstance(node, ast.Import) for alias in node.names}
+  imported |= {node.module.split(".")[0] for node in ast.walk(tree)
+               if isinstance(node, ast.ImportFrom)}
+  assert imported <= {"json", "numpy"}, imported
+
+
+def test_export_writes_npz_and_sidecar(trained, exported):
+  with open(os.path.splitext(exported)[0] + ".json") as f:
+    sidecar = json.load(f)
+  assert sidecar["step"] == trained.step
+  assert sidecar["feature_names"] == trained.info["feature_names"]
+  tok = numpy_tokenizer.NumpyTokenizer.load(exported)
+  assert tok.config == trained.config.to_dict() and tok.fps == trained.info["fps"]
+  assert tok.codebooks_CKE.shape == (1, 32, 16)
+  with pytest.raises(outputs.OutputExistsError, match="--overwrite"):
+    export_lib.export(trained, exported)
+
+
+def first_level_tie(tok, z_D, codes_a, codes_b):
+  """True when codes differ first at a level whose two codes are equally near (float rounding)."""
+  residual = z_D.astype(np.float64)
+  for level in range(len(codes_a)):
+    book = tok._codebook(level).astype(np.float64)  # pylint: disable=protected-access
+    if codes_a[level] != codes_b[level]:
+      d = np.sum((residual - book[[codes_a[level], codes_b[level]]]) ** 2, -1)
+      return abs(d[0] - d[1]) <= 1e-5 * max(1.0, float(np.sum(residual ** 2)))
+    residual = residual - book[codes_a[level]]
+  return True
+
+
+def test_numpy_codes_and_decoding_match_jax_on_validation_videos(trained, exported,
+                                                                 small_corpus, small_shards):
+  tok = numpy_tokenizer.NumpyTokenizer.load(exported)
+  info = trained.info
+  val = {v["video_id"] for v in _videos(small_shards) if v["split"] == "val"}
+  rows = [r for r in ingest_lib.read_manifest(small_corpus) if r["video_id"] in val]
+  assert rows
+  encoder = tokenize_lib.ChunkedEncoder(trained, chunk_frames=128)
+  compared = differing = 0
+  for row in rows:
+    video = ingest_lib.load_and_resample(row, info["fps"])
+    x, _ = tokenize_lib.normalize_subject_videos(info, [tokenize_lib.VideoInput(
+        row["video_id"], row["subject_id"], video["features"], video["valid"])])
+    codes_jax, _, valid = tokenize_lib.encode_video(trained, x[0], video["valid"], encoder)
+    codes_jax = np.where(valid[:, None], codes_jax, -1)
+    out = tok.encode(video["features"], video["valid"], subject_mean=None, chunk_frames=200)
+    np.testing.assert_array_equal(out["valid"], valid)
+    for s in np.nonzero((out["codes"] != codes_jax).any(1))[0]:
+      differing += 1
+      assert first_level_tie(tok, out["latents"][s], out["codes"][s], codes_jax[s]), s
+    compared += len(valid)
+    num_frames = len(video["features"])
+    np.testing.assert_allclose(tok.decode(codes_jax, num_frames),
+                               tokenize_lib.decode_codes(trained, codes_jax, num_frames),
+                               atol=1e-5, rtol=0)
+  assert differing <= 0.01 * compared
+
+
+def _videos(data_dir):
+  with open(os.path.join(data_dir, "videos.csv")) as f:
+    return list(csv.DictReader(f))
+
+
+def test_minus_one_skips_a_level_in_both_decoders(trained, exported):
+  tok = numpy_tokenizer.NumpyTokenizer.load(exported)
+  rng = np.random.default_rng(0)
+  codes = rng.integers(0, 32, (40, 3)).astype(np.int32)
+  skipped = codes.copy()
+  skipped[:, 1:] = -1
+  first_only = tok.codes_to_latents(codes[:, :1])
+  np.testing.assert_allclose(tok.codes_to_latents(skipped), first_only, atol=1e-7)
+  np.testing.assert_allclose(tok.decode(skipped), tok.decode_latents(first_only), atol=1e-6)
+  np.testing.assert_allclose(tok.decode(skipped), tokenize_lib.decode_codes(trained, skipped),
+                             atol=1e-5, rtol=0)
+
+
+def test_numpy_chunked_encoding_equals_whole(exported):
+  tok = numpy_tokenizer.NumpyTokenizer.load(exported)
+  rng = np.random.default_rng(1)
+  x = np.cumsum(rng.normal(0, 0.3, (1501, len(tok.feature_names))), 0).astype(np.float32)
+  whole = tok.encode(x, normalized=True, chunk_frames=10_000)
+  chunked = tok.encode(x, normalized=True, chunk_frames=96)
+  np.testing.assert_allclose(chunked["latents"], whole["latents"], atol=1e-5)
+  np.testing.assert_array_equal(chunked["codes"], whole["codes"])
