@@ -293,6 +293,6 @@ def draw_face_grid(path, mesh, effects_ND, titles, *, columns=8, gain=1.0, heigh
     ax.imshow(image, interpolation="bilinear")
     ax.set_title(f"{title}\nmax {peak:.2f} cm", fontsize=7)
   fig.tight_layout(pad=0.3)
-  fig.savefig(path, dpi=90)
+  fig.savefig(path, dpi=90, bbox_inches="tight")
   plt.close(fig)
 
