@@ -1,4 +1,4 @@
-"""Bag-of-words linear probes of DFE tokens against functionals, k-means, AU and continuous baselines.
+"""Bag-of-words probes of DFE tokens against functionals, k-means, AU and continuous baselines.
 
 Command (the main job runs it on the synthetic corpus after `tokenize`):
 
@@ -35,12 +35,13 @@ def get_config(arg=None):
   # whose inputs are absent; or a list from dfe, dfe_per_level, functionals, kmeans, au,
   # continuous, chance.
   config.representations = "auto"
-  config.continuous_tokens = ""  # Tokens file with `latents` (configs/continuous.py, tokenize --latents).
+  # Tokens with `latents` from the unquantized model (configs/continuous.py, tokenize --latents).
+  config.continuous_tokens = ""
   config.openface_table = ""  # CSV: video_id, openface_csv[, fps]; else AUs from the `au` arrays.
   config.feature_tables = ""  # User CSVs keyed by video_id (per video, or per frame then pooled).
 
   config.dfe = ml_collections.ConfigDict()
-  config.dfe.vocabulary = "auto"  # shared (the paper's), per_level; auto = shared if the codebook is.
+  config.dfe.vocabulary = "auto"  # shared (the paper's), per_level; auto: shared if codebook is.
   config.dfe.weighting = "tfidf"  # tfidf, tf, binary, log; also used for the k-means tokens.
   config.dfe.ngram_max = 1  # 2 adds bigrams of consecutive valid steps within each level.
   config.dfe.min_video_count = 2  # Drop columns present in fewer videos (uses no labels).
@@ -58,6 +59,7 @@ def get_config(arg=None):
   config.cv.repeats = 3
   config.cv.inner_folds = 3
   config.cv.seed = 0
+  config.workers = 2  # Processes scoring outer folds (-1 = all cores); the numbers do not change.
 
   config.model = ml_collections.ConfigDict()
   config.model.logistic_c_grid = (0.001, 0.01, 0.1, 1.0)

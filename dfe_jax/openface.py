@@ -1,4 +1,4 @@
-"""Reads OpenFace 2.x per-frame CSVs: action-unit intensities (`AUxx_r`) and occurrences (`AUxx_c`)."""
+"""Reads OpenFace 2.x per-frame CSVs: action-unit intensities (`AUxx_r`), occurrences (`AUxx_c`)."""
 
 import csv
 import re
@@ -13,7 +13,7 @@ class OpenFaceError(ValueError):
 
 
 def read_openface_csv(path):
-  """Returns a dict with `intensity` [T, A_r], `intensity_names`, `occurrence` [T, A_c], `occurrence_names`, `valid` [T].
+  """Reads one CSV: `intensity` [T, A_r], `occurrence` [T, A_c] (bool), their names, `valid` [T].
 
   OpenFace 2.x writes headers with a leading space (`" AU01_r"`), so names are stripped.
   `valid` is OpenFace's own `success` flag when present (a frame without a tracked face

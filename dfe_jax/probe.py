@@ -1,4 +1,4 @@
-"""Bag-of-words linear probes of DFE tokens against baselines: `python -m dfe_jax.probe --config=configs/probe.py`."""
+"""Linear probes of DFE tokens against baselines (`python -m dfe_jax.probe --config=...`)."""
 
 import sys
 

@@ -5,14 +5,17 @@ No subject is ever on both sides of a split, in the outer folds (scored) or the 
 differences between them can be compared fold by fold.
 """
 
+import joblib
 import numpy as np
 from scipy import stats
+import sklearn
 from sklearn import dummy
 from sklearn import linear_model
 from sklearn import metrics as sk_metrics
 from sklearn import model_selection
 from sklearn import pipeline
 from sklearn import preprocessing
+import threadpoolctl
 
 CLASSIFICATION_METRICS = ("f1", "accuracy", "balanced_accuracy", "auroc")
 REGRESSION_METRICS = ("pearson_r", "mae", "one_minus_mae")
@@ -61,7 +64,7 @@ def check_training_fold(task, y_train, groups_train, repeat, fold, task_type, in
 
 def _linear_model(task_type, value, max_iter):
   if task_type == "classification":
-    # lbfgs with warm starts along the grid; balanced weights so macro F1 is not won by the majority.
+    # lbfgs warm-starts along the grid; balanced weights so the majority cannot win macro F1.
     return linear_model.LogisticRegression(C=value, class_weight="balanced", max_iter=max_iter,
                                            warm_start=True)
   return linear_model.Ridge(alpha=value)
@@ -81,7 +84,7 @@ def _inner_score(task_type, model, x, y):
 
 
 def binary_auroc(positive, scores):
-  """AUROC as the Mann-Whitney statistic (ties count half); equals roc_auc_score, without its overhead."""
+  """AUROC as the Mann-Whitney statistic (ties count half): roc_auc_score without its overhead."""
   ranks = stats.rankdata(scores)
   num_pos = int(positive.sum())
   num_neg = len(positive) - num_pos
@@ -101,7 +104,8 @@ class NestedLinearModel:
     self.inner_splits, self.max_iter = inner_splits, max_iter
 
   def _transform(self):
-    return pipeline.Pipeline(list(self.steps_factory()) + [("scale", preprocessing.StandardScaler())])
+    steps = list(self.steps_factory()) + [("scale", preprocessing.StandardScaler())]
+    return pipeline.Pipeline(steps)
 
   def fit(self, x, y):
     scores = np.zeros((len(self.inner_splits), len(self.grid)))
@@ -182,7 +186,8 @@ def interval(values, confidence=0.95):
   mean = float(values.mean())
   if len(values) < 2:
     return {"mean": mean, "ci95": [mean, mean], "n": 1}
-  half = stats.t.ppf(0.5 + confidence / 2, len(values) - 1) * values.std(ddof=1) / np.sqrt(len(values))
+  t_quantile = stats.t.ppf(0.5 + confidence / 2, len(values) - 1)
+  half = t_quantile * values.std(ddof=1) / np.sqrt(len(values))
   return {"mean": mean, "ci95": [mean - float(half), mean + float(half)], "n": len(values)}
 
 
@@ -218,22 +223,47 @@ def inner_splits(y, groups, task_type, num_folds, seed):
   return group_folds(y, groups, task_type, num_folds, seed + 10_000)
 
 
+def _score_fold(task_type, y, representations, train, test, splits, grid, max_iter, classes,
+                label_range, record):
+  """Fits and scores every representation on one outer fold; returns {name: fold record}."""
+  with threadpoolctl.threadpool_limits(1), sklearn.config_context(
+      assume_finite=True, skip_parameter_validation=True):
+    out = {}
+    for name, representation in representations.items():
+      x_train, x_test = representation.fold_matrices(train, test)
+      estimator = make_estimator(task_type, representation.steps, grid, splits, max_iter,
+                                 representation.chance)
+      estimator.fit(x_train, y[train])
+      fold_record = dict(record)
+      if isinstance(estimator, NestedLinearModel):
+        fold_record["chosen_" + ("C" if task_type == "classification" else "alpha")] = (
+            estimator.best_value)
+      prediction = estimator.predict(x_test)
+      if classes is not None:
+        scores = _class_scores(estimator, x_test, classes)
+        fold_record.update(classification_metrics(y[test], prediction, scores, classes))
+      else:
+        fold_record.update(regression_metrics(y[test], prediction, label_range))
+      out[name] = fold_record
+    return out
+
+
 def cross_validate(task, task_type, y, groups, representations, cv_config, model_config,
-                   label_range, log=lambda msg: None):
-  """Runs every representation on the same repeated outer folds; returns per-fold and per-repeat metrics.
+                   label_range, workers=1, log=lambda msg: None):
+  """Runs every representation on the same repeated outer folds; returns fold and repeat scores.
 
   `representations` maps a name to an object with `fold_matrices(train, test)` (indices into
   this task's videos), `steps()` (fresh weighting steps) and `chance`. A repeat's metric is
   the mean over its outer folds. Pooling predictions across folds instead would let the
   fold-to-fold shifts of the training mean correlate with held-out labels (a mean predictor
-  then scores a clearly negative Pearson r), so every metric is taken within a fold.
+  then scores a clearly negative Pearson r), so every metric is taken within a fold. Folds
+  run in `workers` processes; each is seeded on its own, so the result does not depend on it.
   """
   classes = np.unique(y) if task_type == "classification" else None
   metric_names = CLASSIFICATION_METRICS if classes is not None else REGRESSION_METRICS
   grid = (model_config.logistic_c_grid if task_type == "classification"
           else model_config.ridge_alpha_grid)
-  results = {name: {"per_fold": [], "per_repeat": []} for name in representations}
-  folds_record = []
+  jobs, folds_record = [], []
   for repeat in range(cv_config.repeats):
     seed = cv_config.seed + repeat
     folds = group_folds(y, groups, task_type, cv_config.folds, seed)
@@ -244,32 +274,20 @@ def cross_validate(task, task_type, y, groups, representations, cv_config, model
       num_inner = check_training_fold(task, y[train], groups[train], repeat, fold, task_type,
                                       cv_config.inner_folds)
       splits = inner_splits(y[train], groups[train], task_type, num_inner, seed)
-      for name, representation in representations.items():
-        x_train, x_test = representation.fold_matrices(train, test)
-        estimator = make_estimator(task_type, representation.steps, grid, splits,
-                                   model_config.max_iter, representation.chance)
-        estimator.fit(x_train, y[train])
-        fold_record = {"repeat": repeat, "fold": fold, "num_test": int(len(test))}
-        if isinstance(estimator, NestedLinearModel):
-          fold_record["chosen_" + ("C" if task_type == "classification" else "alpha")] = (
-              estimator.best_value)
-        prediction = estimator.predict(x_test)
-        if classes is not None:
-          scores = _class_scores(estimator, x_test, classes)
-          fold_record.update(classification_metrics(y[test], prediction, scores, classes))
-        else:
-          fold_record.update(regression_metrics(y[test], prediction, label_range))
-        results[name]["per_fold"].append(fold_record)
-    for name in representations:
-      this_repeat = [f for f in results[name]["per_fold"] if f["repeat"] == repeat]
-      results[name]["per_repeat"].append(
-          {m: _nanmean([f[m] for f in this_repeat]) for m in metric_names})
-    log(f"task '{task}': repeat {repeat + 1}/{cv_config.repeats} done")
+      record = {"repeat": repeat, "fold": fold, "num_test": int(len(test))}
+      jobs.append(joblib.delayed(_score_fold)(task_type, y, representations, train, test, splits,
+                                              grid, model_config.max_iter, classes, label_range,
+                                              record))
+  fold_results = joblib.Parallel(n_jobs=workers)(jobs)
+  log(f"task '{task}': {len(jobs)} folds scored")
+  results = {}
   for name in representations:
-    results[name]["metrics"] = {
-        m: dict(interval([r[m] for r in results[name]["per_repeat"]]),
-                per_repeat=[r[m] for r in results[name]["per_repeat"]])
-        for m in metric_names}
+    per_fold = [f[name] for f in fold_results]
+    per_repeat = [{m: _nanmean([f[m] for f in per_fold if f["repeat"] == r]) for m in metric_names}
+                  for r in range(cv_config.repeats)]
+    metrics = {m: dict(interval([r[m] for r in per_repeat]), per_repeat=[r[m] for r in per_repeat])
+               for m in metric_names}
+    results[name] = {"metrics": metrics, "per_repeat": per_repeat, "per_fold": per_fold}
   return results, folds_record
 
 

@@ -47,7 +47,7 @@ class Tokens:
 
 
 def token_files(path):
-  """Resolves a tokens path (file, directory, or one shard of a set) to the list of files to read."""
+  """Resolves a tokens path (file, folder, or one shard of a set) to the list of files to read."""
   if os.path.isdir(path):
     single = os.path.join(path, "tokens.npz")
     if os.path.exists(single):
@@ -75,7 +75,8 @@ def _read_token_file(path, need_latents):
     with np.load(path, allow_pickle=False) as data:
       arrays = {k: data[k] for k in data.files}
   except Exception as e:  # np.load raises several types for truncated or foreign files.
-    raise ProbeInputError(f"{path}: not a readable .npz tokens file ({type(e).__name__}: {e})") from e
+    raise ProbeInputError(
+        f"{path}: not a readable .npz tokens file ({type(e).__name__}: {e})") from e
   for key in _TOKEN_ARRAYS + (("latents",) if need_latents else ()):
     if key not in arrays:
       hint = " (write it with tokenize --latents)" if key == "latents" else ""
@@ -103,7 +104,8 @@ def load_tokens(path, need_latents=False):
     raise ProbeInputError(f"{files[0]}: the tokens file is empty (no videos or no latent steps)")
   unique, counts = np.unique(video_ids, return_counts=True)
   if counts.max() > 1:
-    raise ProbeInputError(f"{files[0]}: video_id '{unique[counts.argmax()]}' appears {counts.max()} times")
+    raise ProbeInputError(
+        f"{files[0]}: video_id '{unique[counts.argmax()]}' appears {counts.max()} times")
   lengths = np.concatenate([np.diff(p["offset"]) for p in parts])
   return Tokens(
       video_ids=video_ids,
@@ -174,7 +176,7 @@ def _describe_word(word, k, num_levels, per_level):
 
 
 def level_histogram(tokens, token_rows):
-  """Occurrences of each code id at each level [K, L] over valid steps, to place shared-vocabulary tokens."""
+  """Uses of each code id at each level [K, L] over valid steps, to place shared tokens."""
   hist = np.zeros((tokens.codebook_size, tokens.num_levels), np.int64)
   for rows in token_rows:
     codes = tokens.codes[rows][tokens.valid[rows]]
@@ -236,13 +238,13 @@ def functionals(frames_TD, valid_T, fps, names, with_velocity=True):
 
 
 def frame_functionals(videos, names):
-  """Functionals of raw expression vectors for every video [V, F]; `videos` holds dicts of arrays."""
+  """Functionals of raw expression vectors for every video [V, F]; `videos` are dicts of arrays."""
   rows = [functionals(v["features"], v["valid"], v["fps"], names) for v in videos]
   return np.stack([r[0] for r in rows]), rows[0][1]
 
 
 def au_features(intensity_TA, intensity_names, occurrence_TA, occurrence_names, valid_T, fps):
-  """The FACS pipeline for one video: AU intensity functionals plus occurrence rates over valid frames [F]."""
+  """The FACS pipeline for one video: AU intensity functionals plus occurrence rates [F]."""
   values, names = functionals(intensity_TA, valid_T, fps, list(intensity_names))
   names = [f"au/{n}" for n in names]
   if occurrence_TA.shape[1]:
@@ -274,11 +276,12 @@ def pooled_latents(tokens, token_rows):
 
 
 def read_feature_table(path, video_ids):
-  """A user's feature table keyed by `video_id` [V, F]: one row per video, or per frame (then pooled)."""
+  """A user's feature table keyed by `video_id` [V, F]: a row per video, or per frame, pooled."""
   try:
     with open(path, newline="") as f:
       reader = csv.DictReader(f)
-      columns = [c for c in (reader.fieldnames or []) if c not in ("video_id", "subject_id", "frame")]
+      columns = [c for c in (reader.fieldnames or [])
+                 if c not in ("video_id", "subject_id", "frame")]
       rows = list(reader)
   except OSError as e:
     raise ProbeInputError(f"{path}: cannot read feature table ({e.strerror})") from e
@@ -305,7 +308,7 @@ def read_feature_table(path, video_ids):
 
 
 class KMeansBagOfWords:
-  """Single-codebook k-means tokens on z-scored frames, as bag-of-words rates; fitted per training fold.
+  """Single-codebook k-means tokens on z-scored frames as bag-of-words rates, fitted per fold.
 
   Frames are z-scored with the training videos' statistics, then `num_codes` centroids are
   fitted on at most `max_fit_frames` training frames (a seeded sample keeps each fit short).
@@ -326,9 +329,11 @@ class KMeansBagOfWords:
       mean, std = train_frames.mean(0), train_frames.std(0) + 1e-6
       rng = np.random.default_rng(self.seed)
       if len(train_frames) > self.max_fit_frames:
-        train_frames = train_frames[rng.choice(len(train_frames), self.max_fit_frames, replace=False)]
+        sample = rng.choice(len(train_frames), self.max_fit_frames, replace=False)
+        train_frames = train_frames[sample]
+      # One k-means++ start on a small init sample: the probe fits this per outer fold.
       kmeans = cluster.MiniBatchKMeans(
-          n_clusters=min(self.num_codes, len(train_frames)), batch_size=4096, n_init=3,
+          n_clusters=min(self.num_codes, len(train_frames)), batch_size=1024, n_init=1,
           random_state=self.seed).fit(((train_frames - mean) / std).astype(np.float32))
       self._cache = {key: (kmeans, mean, std)}  # Folds are visited in order; keep one.
     kmeans, mean, std = self._cache[key]

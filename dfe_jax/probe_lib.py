@@ -1,11 +1,10 @@
-"""Linear probes of DFE tokens against baselines: inputs, the run, and `results.json` / `results.md`.
+"""Linear probes of DFE tokens against baselines: the run and its `results.json` / `results.md`.
 
 Entry point: `run_probes(config, output_dir)`. The protocol (folds, models, metrics, tests)
 lives in `probe_cv`, the representations in `probe_features`. Never imports the trainer.
 """
 
 import csv
-import dataclasses
 import datetime
 import hashlib
 import json
@@ -24,13 +23,13 @@ import threadpoolctl
 import dfe_jax
 from dfe_jax import probe_cv
 from dfe_jax import probe_features
+from dfe_jax import probe_inputs
 from dfe_jax import probe_report
 
 ProbeInputError = probe_features.ProbeInputError
-RESERVED_COLUMNS = ("video_id", "subject_id", "path", "split", "video_path")
-MISSING_VALUES = ("", "nan", "na", "n/a", "none", "null")
 ALL_REPRESENTATIONS = ("dfe", "dfe_per_level", "functionals", "kmeans", "au", "continuous",
                        "chance")
+
 
 
 def _as_list(value):
@@ -38,83 +37,6 @@ def _as_list(value):
   if isinstance(value, str):
     return [v.strip() for v in value.split(",") if v.strip()]
   return [str(v) for v in value]
-
-
-@dataclasses.dataclass
-class Manifest:
-  """The manifest rows of the videos that are probed, and where their files are."""
-  path: str
-  video_ids: list
-  subject_ids: np.ndarray
-  rows: list  # dicts, one per video, with every column
-  columns: list
-
-  def file_of(self, row_index, column="path"):
-    value = self.rows[row_index].get(column, "")
-    return value if os.path.isabs(value) else os.path.join(os.path.dirname(self.path), value)
-
-
-def read_manifest(path):
-  """Reads manifest.csv, checking the columns and ids the probe relies on."""
-  try:
-    with open(path, newline="") as f:
-      reader = csv.DictReader(f)
-      rows = list(reader)
-      columns = list(reader.fieldnames or [])
-  except OSError as e:
-    raise ProbeInputError(f"{path}: cannot read manifest ({e.strerror})") from e
-  for column in ("video_id", "subject_id"):
-    if column not in columns:
-      raise ProbeInputError(f"{path}: manifest has no '{column}' column")
-  seen = set()
-  for line, row in enumerate(rows, start=2):
-    for column in ("video_id", "subject_id"):
-      if not (row[column] or "").strip():
-        raise ProbeInputError(f"{path}:{line}: empty '{column}'")
-    if row["video_id"] in seen:
-      raise ProbeInputError(f"{path}:{line}: video_id '{row['video_id']}' appears twice")
-    seen.add(row["video_id"])
-  if not rows:
-    raise ProbeInputError(f"{path}: manifest has no rows")
-  return Manifest(path, [r["video_id"] for r in rows], np.array([r["subject_id"] for r in rows]),
-                  rows, columns)
-
-
-def merge_subject_labels(manifest, path):
-  """Adds per-subject label columns from a CSV keyed by `subject_id` to every video of the subject."""
-  with open(path, newline="") as f:
-    reader = csv.DictReader(f)
-    table = {row["subject_id"]: row for row in reader} if "subject_id" in (reader.fieldnames or []) else None
-  if table is None:
-    raise ProbeInputError(f"{path}: subject label table has no 'subject_id' column")
-  new_columns = [c for c in reader.fieldnames if c != "subject_id"]
-  for row in manifest.rows:
-    for column in new_columns:
-      row[column] = table.get(row["subject_id"], {}).get(column, "")
-  manifest.columns += [c for c in new_columns if c not in manifest.columns]
-
-
-def task_labels(manifest, column, declared_type):
-  """Label values, the rows that have one, and the task type (declared, or inferred: two values = classification)."""
-  if column not in manifest.columns:
-    raise ProbeInputError(f"{manifest.path}: no label column '{column}' (columns: "
-                          f"{', '.join(c for c in manifest.columns if c not in RESERVED_COLUMNS)})")
-  raw = [(r.get(column) or "").strip() for r in manifest.rows]
-  present = np.array([v.lower() not in MISSING_VALUES for v in raw])
-  values = [v for v, p in zip(raw, present) if p]
-  try:
-    numeric = np.array([float(v) for v in values], np.float64)
-  except ValueError:
-    numeric = None
-  task_type = declared_type or ("regression" if numeric is not None and len(set(values)) > 2
-                                else "classification")
-  if task_type == "regression":
-    if numeric is None:
-      raise ProbeInputError(f"{manifest.path}: column '{column}' is declared regression but is not numeric")
-    return numeric, present, task_type
-  if numeric is not None and np.all(numeric == np.round(numeric)):
-    return numeric.astype(np.int64), present, task_type
-  return np.array(values), present, task_type
 
 
 class _Representation:
@@ -144,40 +66,19 @@ class _Representation:
     return self.matrix[train], self.matrix[test]
 
 
-def _load_videos(manifest, indices):
-  """Reads the per-video feature files (features, valid, fps, optional au) named in `path`."""
-  videos = []
-  for i in indices:
-    path = manifest.file_of(i)
-    try:
-      with np.load(path, allow_pickle=False) as data:
-        video = {k: data[k] for k in data.files}
-    except (OSError, ValueError) as e:
-      raise ProbeInputError(f"{path}: cannot read per-video feature file ({e})") from e
-    for key in ("features", "valid", "fps", "feature_names"):
-      if key not in video:
-        raise ProbeInputError(f"{path}: missing array '{key}'")
-    video["valid"] = video["valid"].astype(bool)
-    video["fps"] = float(video["fps"])
-    videos.append(video)
-  return videos
-
-
 def build_representations(config, manifest, tokens, token_index, log):
   """Every requested representation over the probe's videos, in the configured order."""
   requested = _as_list(config.representations)
   auto = requested == ["auto"]
   has_paths = "path" in manifest.columns and all(r.get("path") for r in manifest.rows)
   if auto:
-    requested = ["dfe", "functionals", "kmeans", "au", "continuous", "chance"]
-    if not has_paths:
-      requested = [r for r in requested if r not in ("functionals", "kmeans", "au")]
-    if not config.continuous_tokens:
-      requested.remove("continuous")
-  unknown = [r for r in requested if r not in ALL_REPRESENTATIONS and not r.startswith("table:")]
+    requested = (["dfe"] + (["functionals", "kmeans"] if has_paths else [])
+                 + (["au"] if has_paths or config.openface_table else [])
+                 + (["continuous"] if config.continuous_tokens else []) + ["chance"])
+  unknown = [r for r in requested if r not in ALL_REPRESENTATIONS]
   if unknown:
-    raise ProbeInputError(f"config.representations: unknown '{unknown[0]}' (known: "
-                          f"{', '.join(ALL_REPRESENTATIONS)}, or a config.feature_tables entry)")
+    raise ProbeInputError(f"config.representations: unknown '{unknown[0]}' (known: auto, "
+                          f"{', '.join(ALL_REPRESENTATIONS)})")
   token_rows = [tokens.rows(v) for v in token_index]
   needs_frames = [r for r in requested if r in ("functionals", "kmeans")
                   or (r == "au" and not config.openface_table)]
@@ -186,7 +87,12 @@ def build_representations(config, manifest, tokens, token_index, log):
     if not has_paths:
       raise ProbeInputError(f"{manifest.path}: a 'path' to each per-video feature file is needed "
                             f"for '{needs_frames[0]}'")
-    videos = _load_videos(manifest, range(len(manifest.rows)))
+    videos = probe_inputs.load_videos(manifest, range(len(manifest.rows)))
+  au_arrays_missing = videos is not None and any("au" not in v for v in videos)
+  if auto and "au" in requested and not config.openface_table and au_arrays_missing:
+    requested.remove("au")
+    log("representation 'au' skipped: the per-video files have no 'au' arrays and "
+        "config.openface_table is empty")
   steps = lambda: probe_features.weighting_steps(config.dfe.weighting)
   probe_features.weighting_steps(config.dfe.weighting)  # Fails early on a bad name.
   out = {}
@@ -196,13 +102,15 @@ def build_representations(config, manifest, tokens, token_index, log):
       if vocabulary == "auto":
         vocabulary = "shared" if tokens.shared_codebook else "per_level"
       if vocabulary == "shared" and not tokens.shared_codebook:
-        raise ProbeInputError(f"{tokens.files[0]}: shared_codebook is false, so a shared vocabulary "
-                              "would merge unrelated codes; set config.dfe.vocabulary='per_level'")
+        raise ProbeInputError(
+            f"{tokens.files[0]}: shared_codebook is false, so a shared vocabulary would merge "
+            "unrelated codes; set config.dfe.vocabulary='per_level'")
       matrix, describe = probe_features.bag_of_words(
           tokens, token_rows, vocabulary, config.dfe.ngram_max, config.dfe.min_video_count)
       out[name] = _Representation(name, matrix, steps=steps, describe=describe)
     elif name == "functionals":
-      matrix, _ = probe_features.frame_functionals(videos, [str(n) for n in videos[0]["feature_names"]])
+      names = [str(n) for n in videos[0]["feature_names"]]
+      matrix, _ = probe_features.frame_functionals(videos, names)
       out[name] = _Representation(name, matrix)
     elif name == "kmeans":
       num_codes = config.kmeans.num_codes or tokens.codebook_size
@@ -220,7 +128,8 @@ def build_representations(config, manifest, tokens, token_index, log):
       out[name] = _Representation(name, np.zeros((len(manifest.rows), 1)), chance=True)
   for table in _as_list(config.feature_tables):
     name = "table:" + os.path.splitext(os.path.basename(table))[0]
-    out[name] = _Representation(name, probe_features.read_feature_table(table, manifest.video_ids)[0])
+    matrix, _ = probe_features.read_feature_table(table, manifest.video_ids)
+    out[name] = _Representation(name, matrix)
   for name, rep in out.items():
     if rep.matrix is not None and not np.isfinite(rep.matrix).all():
       bad = manifest.video_ids[int(np.flatnonzero(~np.isfinite(rep.matrix).all(1))[0])]
@@ -234,8 +143,14 @@ def _au_matrix(config, manifest, videos):
   rows = []
   if config.openface_table:
     table_path = config.openface_table
-    with open(table_path, newline="") as f:
-      table = {r["video_id"]: r for r in csv.DictReader(f)}
+    try:
+      with open(table_path, newline="") as f:
+        reader = csv.DictReader(f)
+        table = {r.get("video_id"): r for r in reader}
+    except OSError as e:
+      raise ProbeInputError(f"{table_path}: cannot read OpenFace table ({e.strerror})") from e
+    if not {"video_id", "openface_csv"} <= set(reader.fieldnames or []):
+      raise ProbeInputError(f"{table_path}: OpenFace table needs columns video_id, openface_csv")
     for video_id in manifest.video_ids:
       if video_id not in table:
         raise ProbeInputError(f"{table_path}: no OpenFace CSV listed for video_id '{video_id}'")
@@ -266,28 +181,13 @@ def _continuous_matrix(config, manifest):
   if missing:
     raise ProbeInputError(f"{latents.files[0]}: no latents for {len(missing)} probed videos, "
                           f"e.g. '{missing[0]}'")
-  return probe_features.pooled_latents(latents, [latents.rows(index[v]) for v in manifest.video_ids])[0]
-
-
-def match_tokens(manifest, tokens, allow_missing):
-  """Keeps manifest videos that have tokens; stops (or, if allowed, drops with a count) otherwise."""
-  index = {v: i for i, v in enumerate(tokens.video_ids)}
-  missing = [v for v in manifest.video_ids if v not in index]
-  if missing and (len(missing) == len(manifest.video_ids) or not allow_missing):
-    raise ProbeInputError(
-        f"{manifest.path}: {len(missing)} of {len(manifest.video_ids)} video_id values are not in "
-        f"{tokens.files[0]} (e.g. manifest '{missing[0]}' vs tokens '{tokens.video_ids[0]}')"
-        + ("" if len(missing) == len(manifest.video_ids) else
-           "; set config.allow_missing_videos=True to drop them"))
-  keep = [i for i, v in enumerate(manifest.video_ids) if v in index]
-  kept = Manifest(manifest.path, [manifest.video_ids[i] for i in keep], manifest.subject_ids[keep],
-                  [manifest.rows[i] for i in keep], manifest.columns)
-  return kept, [index[v] for v in kept.video_ids], len(missing)
+  rows = [latents.rows(index[v]) for v in manifest.video_ids]
+  return probe_features.pooled_latents(latents, rows)[0]
 
 
 def top_tokens(representation, task_type, y, groups, config, classes):
   """The DFE columns whose coefficients push each label most, from a model fitted on all videos."""
-  splits = probe_cv.inner_splits(y, groups, task_type, min(config.cv.inner_folds, 3), config.cv.seed)
+  splits = probe_cv.inner_splits(y, groups, task_type, config.cv.inner_folds, config.cv.seed)
   grid = (config.model.logistic_c_grid if task_type == "classification"
           else config.model.ridge_alpha_grid)
   estimator = probe_cv.make_estimator(task_type, representation.steps, grid, splits,
@@ -344,7 +244,7 @@ def _write_atomic(path, text):
 
 
 def run_probes(config, output_dir, overwrite=False):
-  """Runs every task × representation under the CV protocol, writes results.json / results.md, returns the results."""
+  """Runs every task × representation under the CV protocol; writes and returns the results."""
   # Thousands of tiny fits: BLAS/OpenMP threads only contend (several times slower on 2 cores).
   with threadpoolctl.threadpool_limits(1), sklearn.config_context(
       assume_finite=True, skip_parameter_validation=True):
@@ -361,19 +261,21 @@ def _run_probes(config, output_dir, overwrite):
   if not config.tokens or not config.manifest:
     raise ProbeInputError("config.tokens and config.manifest: both are required")
   tokens = probe_features.load_tokens(config.tokens)
-  manifest = read_manifest(config.manifest)
+  manifest = probe_inputs.read_manifest(config.manifest)
   if config.subject_labels:
-    merge_subject_labels(manifest, config.subject_labels)
-  manifest, token_index, num_without_tokens = match_tokens(manifest, tokens, config.allow_missing_videos)
+    probe_inputs.merge_subject_labels(manifest, config.subject_labels)
+  manifest, token_index, num_without_tokens = probe_inputs.match_tokens(
+      manifest, tokens, config.allow_missing_videos)
   empty = sum(int(tokens.valid[tokens.rows(v)].sum()) == 0 for v in token_index)
   if empty:
     logging.warning("%d videos have no valid latent steps; their token rates are all zero", empty)
   representations = build_representations(config, manifest, tokens, token_index, log)
-  task_names = _as_list(config.tasks) or [c for c in manifest.columns if c not in RESERVED_COLUMNS]
+  task_names = _as_list(config.tasks) or [
+      c for c in manifest.columns if c not in probe_inputs.RESERVED_COLUMNS]
   declared = dict(item.split(":") for item in _as_list(config.task_types))
   results = {"tasks": {}, "metrics": {}}
   for task in task_names:
-    y_all, present, task_type = task_labels(manifest, task, declared.get(task))
+    y_all, present, task_type = probe_inputs.task_labels(manifest, task, declared.get(task))
     videos = np.flatnonzero(present)
     groups = manifest.subject_ids[videos]
     num_dropped = int((~present).sum())
@@ -387,7 +289,7 @@ def _run_probes(config, output_dir, overwrite):
     label_range = (float(y_all.min()), float(y_all.max())) if task_type == "regression" else None
     task_reps = {n: r.for_videos(videos) for n, r in representations.items()}
     per_rep, folds = probe_cv.cross_validate(task, task_type, y_all, groups, task_reps, config.cv,
-                                             config.model, label_range, log)
+                                             config.model, label_range, config.workers, log)
     test_fraction = 1.0 / config.cv.folds
     paired = {}
     if "dfe" in per_rep:
@@ -395,9 +297,10 @@ def _run_probes(config, output_dir, overwrite):
                       else probe_cv.REGRESSION_METRICS)
       for name in per_rep:
         if name != "dfe":
-          paired[name] = {m: probe_cv.paired_comparison(per_rep["dfe"]["per_fold"],
-                                                         per_rep[name]["per_fold"], m, test_fraction)
-                          for m in metric_names}
+          paired[name] = {
+              m: probe_cv.paired_comparison(per_rep["dfe"]["per_fold"], per_rep[name]["per_fold"],
+                                            m, test_fraction)
+              for m in metric_names}
     task_result = {
         "type": task_type, "num_videos": int(len(videos)),
         "num_subjects": int(len(np.unique(groups))), "dropped_missing_label": num_dropped,
@@ -406,16 +309,20 @@ def _run_probes(config, output_dir, overwrite):
       task_result["classes"] = classes.tolist()
       task_result["class_counts"] = {str(c): int((y_all == c).sum()) for c in classes}
     if "dfe" in representations:
-      task_result["top_tokens"] = top_tokens(task_reps["dfe"], task_type, y_all, groups, config, classes)
+      task_result["top_tokens"] = top_tokens(task_reps["dfe"], task_type, y_all, groups, config,
+                                             classes)
       if tokens.shared_codebook and config.dfe.vocabulary != "per_level":
-        task_result["token_levels"] = _levels_of_top_tokens(task_result["top_tokens"], tokens, token_index)
+        task_result["token_levels"] = _levels_of_top_tokens(task_result["top_tokens"], tokens,
+                                                            token_index)
     results["tasks"][task] = task_result
     for name, rep in per_rep.items():
       for metric, summary in rep["metrics"].items():
         results["metrics"][f"probe/{task}/{name}/{metric}"] = summary["mean"]
   results["data"] = {
-      "num_videos": len(manifest.video_ids), "num_subjects": int(len(np.unique(manifest.subject_ids))),
-      "num_manifest_videos_without_tokens": num_without_tokens, "num_videos_without_valid_steps": empty,
+      "num_videos": len(manifest.video_ids),
+      "num_subjects": int(len(np.unique(manifest.subject_ids))),
+      "num_manifest_videos_without_tokens": num_without_tokens,
+      "num_videos_without_valid_steps": empty,
       "codebook_size": tokens.codebook_size, "num_levels": tokens.num_levels,
       "shared_codebook": tokens.shared_codebook,
       "representation_features": {n: r.num_features for n, r in representations.items()},
@@ -423,8 +330,10 @@ def _run_probes(config, output_dir, overwrite):
   results["provenance"] = {
       "config": config.to_dict(), "seeds": [config.cv.seed + r for r in range(config.cv.repeats)],
       "versions": {"dfe_jax": dfe_jax.__version__, "python": platform.python_version(),
-                   "numpy": np.__version__, "scipy": scipy.__version__, "sklearn": sklearn.__version__},
-      "git_revision": _git_revision(), "created": datetime.datetime.now().isoformat(timespec="seconds"),
+                   "numpy": np.__version__, "scipy": scipy.__version__,
+                   "sklearn": sklearn.__version__},
+      "git_revision": _git_revision(),
+      "created": datetime.datetime.now().isoformat(timespec="seconds"),
       "seconds": round(time.time() - start, 1)}
   os.makedirs(output_dir, exist_ok=True)
   _write_atomic(outputs[0], json.dumps(_json_safe(results), indent=1, sort_keys=False) + "\n")

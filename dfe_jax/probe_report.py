@@ -1,4 +1,4 @@
-"""Renders probe results as `results.md`: the main table, paired comparisons and DFE's top tokens."""
+"""Renders probe results as `results.md`: the table, paired comparisons and DFE's top tokens."""
 
 METRIC_TITLES = {"f1": "macro F1", "accuracy": "acc", "balanced_accuracy": "bal. acc",
                  "auroc": "AUROC", "pearson_r": "Pearson r", "mae": "MAE",
@@ -32,7 +32,8 @@ def markdown(results):
     names += [n for n in task["representations"] if n not in names]
   columns = [(t, m) for t, task in tasks.items()
              for m in next(iter(task["representations"].values()))["metrics"]]
-  lines.append("| representation | " + " | ".join(f"{t} {METRIC_TITLES[m]}" for t, m in columns) + " |")
+  header = " | ".join(f"{t} {METRIC_TITLES[m]}" for t, m in columns)
+  lines.append(f"| representation | {header} |")
   lines.append("|---" * (len(columns) + 1) + "|")
   for name in names:
     cells = [_cell(tasks[t]["representations"][name]["metrics"][m])

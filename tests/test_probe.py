@@ -31,6 +31,7 @@ def probe_config(corpus, **overrides):
   config.tasks = "stress,extraversion"
   config.task_types = "extraversion:regression"
   config.representations = "dfe,chance"
+  config.workers = 1
   for key, value in overrides.items():
     node = config
     *parents, leaf = key.split("__")
@@ -96,6 +97,25 @@ def test_subject_grouping_stops_fingerprint_leakage(tmp_path):
   assert leaky["tasks"]["stress"]["representations"]["dfe"]["metrics"]["auroc"]["mean"] > 0.9
 
 
+def test_subject_labels_and_a_per_frame_feature_table(corpus, tmp_path):
+  subjects = {r["subject_id"]: r["stress"] for r in corpus["rows"]}
+  labels = tmp_path / "subjects.csv"
+  labels.write_text("subject_id,trait\n" + "".join(f"{s},{y}\n" for s, y in subjects.items()))
+  rng = np.random.default_rng(0)
+  table = tmp_path / "my_features.csv"
+  table.write_text("video_id,frame,signal\n" + "".join(
+      f"{r['video_id']},{t},{r['stress'] + rng.normal(0, 0.5):.4f}\n"
+      for r in corpus["rows"] for t in range(5)))
+  config = probe_config(corpus, tasks="trait", task_types="", subject_labels=str(labels),
+                        feature_tables=str(table))
+  results = probe_lib.run_probes(config, str(tmp_path / "out"))
+  reps = results["tasks"]["trait"]["representations"]
+  assert results["tasks"]["trait"]["type"] == "classification"
+  assert reps["dfe"]["metrics"]["auroc"]["mean"] > 0.9
+  assert reps["table:my_features"]["metrics"]["auroc"]["mean"] > 0.9
+  assert results["data"]["representation_features"]["table:my_features"] == 5  # Pooled frames.
+
+
 def test_folds_never_share_a_subject():
   rng = np.random.default_rng(0)
   groups = np.repeat(np.arange(20), 3)
@@ -141,7 +161,7 @@ def test_video_ids_that_do_not_match_the_tokens(corpus, tmp_path):
   manifest = os.path.join(os.path.dirname(corpus["manifest"]), "manifest_renamed.csv")
   probe_fixtures.write_manifest(manifest, rows)
   with pytest.raises(probe_lib.ProbeInputError,
-                     match=r"manifest_renamed.csv: 72 of 72 video_id values are not in .*tokens.npz"):
+                     match=r"manifest_renamed.csv: 72 of 72 video_id values are not in .*npz"):
     probe_lib.run_probes(probe_config(dict(corpus, manifest=manifest)), str(tmp_path / "a"))
   rows = [dict(r) for r in corpus["rows"]] + [dict(corpus["rows"][0], video_id="unknown")]
   probe_fixtures.write_manifest(manifest, rows)
@@ -175,6 +195,9 @@ def test_results_are_deterministic_for_a_seed(corpus, tmp_path):
   first = probe_lib.run_probes(config, str(tmp_path / "a"))
   second = probe_lib.run_probes(config, str(tmp_path / "b"))
   assert json.dumps(first["tasks"], default=str) == json.dumps(second["tasks"], default=str)
+  config.workers = 2  # Folds scored in two processes: the same numbers.
+  parallel = probe_lib.run_probes(config, str(tmp_path / "p"))
+  assert json.dumps(first["tasks"], default=str) == json.dumps(parallel["tasks"], default=str)
   config.cv.seed = 7
   third = probe_lib.run_probes(config, str(tmp_path / "c"))
   assert third["tasks"]["stress"]["test_subjects_per_fold"] != first["tasks"]["stress"][
@@ -267,7 +290,7 @@ def test_openface_reader_names_a_foreign_csv(tmp_path):
 def test_binary_writes_results_and_fails_in_one_line(corpus, tmp_path):
   command = [sys.executable, "-m", "dfe_jax.probe", "--config=configs/probe.py:smoke",
              f"--config.tokens={corpus['tokens']}", f"--config.manifest={corpus['manifest']}",
-             "--config.tasks=stress", "--config.representations=dfe,chance",
+             "--config.tasks=stress", "--config.representations=dfe,chance", "--config.workers=1",
              f"--output_dir={tmp_path}"]
   done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
   assert done.returncode == 0, done.stderr
