@@ -8,13 +8,14 @@ Command (the main job runs it on the synthetic corpus after `tokenize`):
       --config.continuous_tokens=runs/demo/continuous_tokens/tokens.npz \
       --output_dir=runs/demo/probe
 
-Runtime: about 30-60 s on 2 CPU cores for ~200 videos × 3 tasks × 6 representations
-(5 subject-grouped folds × 3 repeats, 4-point C / alpha grids, 3-fold inner search).
-`--config=configs/probe.py:smoke` (3 folds × 1 repeat) takes a few seconds.
+Runtime: the synthetic corpus (144 videos, 48 subjects) × 3 tasks × 6 representations, 5
+subject-grouped folds × 3 repeats, took 35 CPU-seconds in one process on this 2-core machine,
+so about 20 s with the default 2 workers when the machine is otherwise idle.
+`--config=configs/probe.py:smoke` (3 folds × 1 repeat) is a few times faster.
 
-Expected result: `results.json` and `results.md` in `--output_dir`. On the synthetic corpus the
-DFE, functionals and k-means rows beat `chance` on all three labels; which of them wins is
-what the run measures (see the README for the numbers a run produced).
+Expected result: `results.json` and `results.md` in `--output_dir`. The `chance` row is AUROC
+0.5 and Pearson r 0 by construction. Every other row is whatever the run measures; the README
+quotes a run.
 """
 
 import ml_collections
