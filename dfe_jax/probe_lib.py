@@ -187,7 +187,9 @@ def _continuous_matrix(config, manifest):
 
 def top_tokens(representation, task_type, y, groups, config, classes):
   """The DFE columns whose coefficients push each label most, from a model fitted on all videos."""
-  splits = probe_cv.inner_splits(y, groups, task_type, config.cv.inner_folds, config.cv.seed)
+  num_folds = probe_cv.check_training_fold("top tokens", y, groups, "-", "all", task_type,
+                                           config.cv.inner_folds)
+  splits = probe_cv.inner_splits(y, groups, task_type, num_folds, config.cv.seed)
   grid = (config.model.logistic_c_grid if task_type == "classification"
           else config.model.ridge_alpha_grid)
   estimator = probe_cv.make_estimator(task_type, representation.steps, grid, splits,
