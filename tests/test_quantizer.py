@@ -271,3 +271,17 @@ def test_orthogonality_loss_and_usage_metrics():
     assert float(m["vq/level0/usage"]) == 1.0
     assert float(m["vq/level1/perplexity"]) == pytest.approx(1.0)
     assert float(m["vq/level1/usage"]) == 0.25
+
+
+def test_jit_and_eager_agree_in_train_mode():
+  module = _rvq(num_levels=3, dead_code_threshold=5.0, dropout_prob=0.5)
+  z = jax.random.normal(jax.random.PRNGKey(0), (4, 6, 8))
+  mask = jnp.ones((4, 6), bool).at[2, 4:].set(False)
+  variables = _init(module, z, mask)
+  (zq_j, aux_j), stats_j = _train_apply(module, variables, z, mask, 3)
+  (zq_e, aux_e), stats_e = module.apply(variables, z, mask, train=True,
+                                        rngs={"vq": jax.random.PRNGKey(3)}, mutable=["vq_stats"])
+  np.testing.assert_array_equal(aux_e["codes"], aux_j["codes"])
+  np.testing.assert_allclose(zq_e, zq_j, rtol=1e-5, atol=1e-6)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+               stats_e, stats_j)

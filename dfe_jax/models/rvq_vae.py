@@ -57,7 +57,8 @@ class Model(nn.Module):
     zq_BSD, aux = self.quantizer(z_BSD, mask_BS, train=train)
     recon_BTF = self.decoder(zq_BSD)
     aux = dict(aux, latents=z_BSD, latent_mask=mask_BS)
-    if aux["codes"].shape[-1] and (not train or self.prefix_metrics_in_train):
+    wanted = not train or self.prefix_metrics_in_train
+    if aux["codes"].shape[-1] and wanted and not self.is_initializing():
       aux.update(self._prefix_metrics(aux["codes"], x_pad, mask_pad))
     return recon_BTF[:, :frames], aux
 
@@ -73,7 +74,10 @@ class Model(nn.Module):
             for l in range(num_levels)}
 
   def encode(self, x_BTF, mask_BT):
-    """Eval-mode tokenization: dict with codes [B, S, L], latents [B, S, D], latent_mask [B, S]."""
+    """Eval-mode tokenization: dict with codes [B, S, L], latents [B, S, D], latent_mask [B, S].
+
+    Steps outside `latent_mask` still carry codes (of zero-padded frames): filter by the mask.
+    """
     _, _, z_BSD, mask_BS = self._encode(x_BTF, mask_BT)
     _, aux = self.quantizer(z_BSD, mask_BS, train=False)
     return {"codes": aux["codes"], "latents": z_BSD, "latent_mask": mask_BS}
