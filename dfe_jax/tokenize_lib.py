@@ -21,7 +21,6 @@ import csv
 import dataclasses
 import functools
 import io
-import math
 import os
 import time
 import uuid
@@ -39,6 +38,7 @@ from dfe_jax import models
 from dfe_jax import normalization
 from dfe_jax import outputs
 from dfe_jax import readers
+from dfe_jax.models import quantizer as vq
 
 InputError = readers.InputError
 _MIN_BUCKET = 64
@@ -124,8 +124,38 @@ def temporal_conv_encode(params, model_config, x_BTF, valid_BT, length_B):
   return _conv(masked(h), p[f"Conv_{n + 1}"])
 
 
-def _quantizer_codes(module, z_BSD, mask_BS):
-  return module.quantizer(z_BSD, mask_BS)[1]["codes"]
+def nearest_code(x_NE, codebook_KE, cosine=False):
+  """`quantizer.nearest_code` (lowest index on ties) with an argmin over integer keys.
+
+  Non-negative floats order like their bit patterns, and the xor maps negative ones below
+  them in the same order, so the int32 argmin picks the float argmin; XLA's float argmin
+  also tracks NaNs and runs several times slower on CPU.
+  """
+  if cosine:
+    x_NE, codebook_KE = vq.l2_normalize(x_NE), vq.l2_normalize(codebook_KE)
+  d_NK = vq.squared_distances(x_NE, codebook_KE)
+  bits_NK = jax.lax.bitcast_convert_type(jnp.where(d_NK == 0.0, 0.0, d_NK), jnp.int32)
+  return jnp.argmin(bits_NK ^ ((bits_NK >> 31) & 0x7FFFFFFF), axis=-1).astype(jnp.int32)
+
+
+def residual_codes(variables, quantizer_config, z_ND):
+  """Codes [N, L] of latents: `quantizer.residual_quantize` in eval mode, all levels."""
+  q = quantizer_config
+  if q.kind != "rvq":
+    return jnp.zeros((z_ND.shape[0], 0), jnp.int32)
+  params = variables["params"].get("quantizer", {})
+  residual_NE = z_ND.astype(jnp.float32)
+  if q.lookup_dim:
+    residual_NE = residual_NE @ params["project_in"]["kernel"] + params["project_in"]["bias"]
+  codebooks_CKE = (variables["vq_stats"]["quantizer"]["codebook"] if q.learning == "ema"
+                   else params["codebook"]).astype(jnp.float32)
+  codes = []
+  for level in range(q.num_levels):
+    codebook_KE = codebooks_CKE[vq.codebook_index(level, codebooks_CKE.shape[0])]
+    idx_N = nearest_code(residual_NE, codebook_KE, q.cosine)
+    codes.append(idx_N)
+    residual_NE = residual_NE - jnp.take(codebook_KE, idx_N, axis=0)
+  return jnp.stack(codes, axis=1)
 
 
 def _encode_batch(model, model_config, variables, x_BTF, valid_BT, length_B):
@@ -137,9 +167,10 @@ def _encode_batch(model, model_config, variables, x_BTF, valid_BT, length_B):
   else:  # Frames are independent: padding cannot change the others.
     z_BSD = model.apply(variables, x_BTF, valid_BT,
                         method=lambda m, x, v: m.encoder(x, v)).astype(jnp.float32)
-  mask_BS = jnp.any(valid_BT.reshape(batch, frames // factor, factor), axis=-1)
-  codes_BSL = model.apply(variables, z_BSD, mask_BS, method=_quantizer_codes)
-  return codes_BSL, z_BSD, mask_BS
+  steps = frames // factor
+  mask_BS = jnp.any(valid_BT.reshape(batch, steps, factor), axis=-1)
+  codes_NL = residual_codes(variables, model_config.quantizer, z_BSD.reshape(batch * steps, -1))
+  return codes_NL.reshape(batch, steps, -1), z_BSD, mask_BS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -457,11 +488,6 @@ def encode_video(trained, x_TF, valid_T=None, encoder=None):
   encoder = encoder or ChunkedEncoder(trained)
   valid_T = np.ones(len(x_TF), bool) if valid_T is None else np.asarray(valid_T, bool)
   return encoder.encode([(np.asarray(x_TF, np.float32), valid_T)])[0]
-
-
-def steps_for(num_frames, factor):
-  """Latent steps of a video of `num_frames` frames."""
-  return math.ceil(num_frames / factor)
 
 
 def token_files(path):

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from dfe_jax import models
+from dfe_jax.models import quantizer as vq
 from dfe_jax import outputs
 from dfe_jax import readers
 from dfe_jax import tokenize_lib
@@ -74,6 +75,20 @@ def test_chunked_codes_equal_whole_video_codes(trained, chunk_frames):
   np.testing.assert_array_equal(mask, mask_ref)
   np.testing.assert_allclose(latents, latents_ref, atol=2e-5, rtol=1e-5)
   np.testing.assert_array_equal(codes, codes_ref)
+
+
+def test_fast_nearest_code_equals_the_quantizers_including_ties():
+  rng = np.random.default_rng(0)
+  codebook = rng.normal(size=(64, 8)).astype(np.float32)
+  codebook[40] = codebook[7]  # An exact tie: the lower index must win.
+  codebook[50] = codebook[7]
+  x = np.concatenate([rng.normal(size=(500, 8)), codebook[[7, 40, 3]],
+                      1e3 * rng.normal(size=(20, 8))]).astype(np.float32)
+  for cosine in (False, True):
+    got = np.asarray(tokenize_lib.nearest_code(jnp.asarray(x), jnp.asarray(codebook), cosine))
+    np.testing.assert_array_equal(got, vq.nearest_code(jnp.asarray(x), jnp.asarray(codebook),
+                                                       cosine))
+    assert got[500] == got[501] == 7
 
 
 def test_one_compile_per_bucket(trained):
