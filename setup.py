@@ -21,7 +21,6 @@ setuptools.setup(
         "ml_collections>=1.0,<2",
         "absl-py>=2.1,<3",
         "tensorflow-cpu>=2.18,<2.22",
-        "tensorflow-datasets>=4.9.7,<5",
         "tensorboard>=2.18,<2.22",
         "scikit-learn>=1.5,<2",
         "numpy>=1.26,<3",
@@ -29,7 +28,8 @@ setuptools.setup(
     ],
     extras_require={
         "test": ["pytest>=8,<10", "pytest-xdist>=3.6,<4"],
-        "video": ["mediapipe>=1.2,<1.3", "opencv-python-headless>=4.9"],
+        # mediapipe brings opencv-contrib-python; a second OpenCV wheel would clobber its cv2/.
+        "video": ["mediapipe>=1.2,<1.3"],
     },
     entry_points={
         "console_scripts": [

@@ -12,8 +12,9 @@ def make_mesh(num_devices=None):
   global). JAX's default for `make_mesh` is now `Explicit` sharding-in-types, which would make
   every reduction over the batch axis a type error in the quantizer's code.
   """
-  num_devices = num_devices or jax.device_count()
-  return jax.make_mesh((num_devices,), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
+  devices = jax.devices()[:num_devices] if num_devices else jax.devices()
+  return jax.make_mesh((len(devices),), ("data",), axis_types=(jax.sharding.AxisType.Auto,),
+                       devices=devices)
 
 
 def data_sharding(mesh):

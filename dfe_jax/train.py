@@ -3,7 +3,8 @@
 Dotted overrides change single fields (`--config.total_steps=100`); `configs/rvq.py:smoke`
 passes an argument to the config. Multi-host: `--distributed` (or DFE_DISTRIBUTED=1) calls
 `jax.distributed.initialize()`, which reads the cluster from the TPU VM, SLURM or the
-JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID environment.
+JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID environment (see
+launch/multiprocess_local.sh).
 """
 
 import os
@@ -25,10 +26,19 @@ _DISTRIBUTED = flags.DEFINE_bool("distributed", os.environ.get("DFE_DISTRIBUTED"
                                  "Call jax.distributed.initialize() (multi-host runs).")
 
 
+def initialize_distributed():
+  """Joins the multi-process runtime: explicit environment first, else JAX's auto-detection."""
+  num_processes, process_id = os.environ.get("JAX_NUM_PROCESSES"), os.environ.get("JAX_PROCESS_ID")
+  if num_processes and process_id:
+    jax.distributed.initialize(num_processes=int(num_processes), process_id=int(process_id))
+  else:
+    jax.distributed.initialize()
+
+
 def main(argv):
   del argv
   if _DISTRIBUTED.value:
-    jax.distributed.initialize()
+    initialize_distributed()
   config = _CONFIG.value
   if config is None:
     sys.exit("train: error: --config is required, e.g. --config=configs/rvq.py")

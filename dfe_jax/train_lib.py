@@ -51,9 +51,6 @@ def resolve_config(config, info):
   """Checks the config against the data and fills in what the data decides (feature count)."""
   config = ml_collections.ConfigDict(config.to_dict())
   config.model.feature_dim = info["num_features"]
-  if config.global_batch_size % jax.device_count():
-    raise ValueError(f"config.global_batch_size={config.global_batch_size} is not divisible by "
-                     f"the {jax.device_count()} devices")
   if config.total_steps < 1:
     raise ValueError(f"config.total_steps must be positive, got {config.total_steps}")
   return config
@@ -116,16 +113,19 @@ def evaluate(eval_fn, state, data_dir, info, config, mesh, local_batch):
   return train_step.eval_metrics(jax.device_get(totals))
 
 
-def train_and_evaluate(config, workdir):
-  """Trains `config` on `config.data_dir` into `workdir`; returns the final eval metrics."""
+def train_and_evaluate(config, workdir, mesh=None):
+  """Trains `config` on `config.data_dir` into `workdir`; returns the final eval metrics.
+
+  `mesh` defaults to a ("data",) mesh over every device of every process.
+  """
   info = input_pipeline.load_info(config.data_dir)
   config = resolve_config(config, info)
-  gfile.makedirs(workdir)
-  _write_run_files(workdir, config, info)
-  mesh = sharding.make_mesh()
+  mesh = mesh or sharding.make_mesh()
+  local_batch = input_pipeline.check_batch_size(config.global_batch_size, mesh)
   replicated = sharding.replicated(mesh)
   data_sharding = sharding.data_sharding(mesh)
-  local_batch = input_pipeline.check_batch_size(config.global_batch_size, mesh)
+  gfile.makedirs(workdir)
+  _write_run_files(workdir, config, info)
   feature_names = tuple(info["feature_names"])
 
   model = models.get_model(config.model)
@@ -166,32 +166,15 @@ def train_and_evaluate(config, workdir):
     logging.info("train: codebooks initialised by k-means on the first global batch")
 
   eval_metrics = {}
-  pending = None
-  frames_per_step = config.global_batch_size * config.window_frames
-  timer_step, timer_start = start_step, time.time()
+  progress = _Progress(config, writer, start_step)
   with _StopSignal() as stop:
     for step in range(start_step, config.total_steps):
       state, metrics = step_fn(state, next(batches))
-      if pending is not None:  # Fetched one step late: the host never waits for the device.
-        done_step, done_metrics = pending[0], jax.device_get(pending[1])
-        _check_finite(done_step, done_metrics)
-        if done_step % config.log_every_steps == 0:
-          rate = (done_step + 1 - timer_step) / max(time.time() - timer_start, 1e-9)
-          timer_step, timer_start = done_step + 1, time.time()
-          done_metrics["train/learning_rate"] = train_step.learning_rate_schedule(config)(
-              done_step)
-          done_metrics["train/steps_per_second"] = rate
-          done_metrics["train/frames_per_second"] = rate * frames_per_step
-          writer.write(done_step + 1, done_metrics)
-          logging.info("step %d/%d  loss %.4f  recon %.4f  %.2f steps/s  %.0f frames/s  ETA %s",
-                       done_step + 1, config.total_steps, done_metrics["train/loss/total"],
-                       done_metrics["train/loss/recon"], rate, rate * frames_per_step,
-                       _eta(config.total_steps - done_step - 1, rate))
-      pending = (step, metrics)
+      progress.push(step, metrics)
       done = step + 1
       last = done == config.total_steps
       if stop.received or last or done % config.checkpoint_every_steps == 0:
-        _check_finite(step, jax.device_get(metrics))
+        _check_finite(step, jax.device_get(metrics))  # Never save a state that went bad.
         checkpoints.save(state, meta(done))
       if last or done % config.eval_every_steps == 0:
         eval_metrics = evaluate(eval_fn, state, config.data_dir, info, config, mesh,
@@ -204,12 +187,47 @@ def train_and_evaluate(config, workdir):
       if stop.received:
         logging.warning("train: %s received; saved step %d and stopping", stop.received, done)
         break
+  progress.flush()
   checkpoints.wait()
   checkpoints.close()
   writer.close()
   return eval_metrics
 
 
-def _eta(steps_left, steps_per_second):
-  seconds = int(steps_left / max(steps_per_second, 1e-9))
-  return f"{seconds // 60}m{seconds % 60:02d}s"
+class _Progress:
+  """Fetches each step's metrics one step late (the host never waits for the device), checks
+  them, and every `log_every_steps` writes them with steps/s, frames/s and ETA."""
+
+  def __init__(self, config, writer, start_step):
+    self.config, self.writer = config, writer
+    self.pending = None
+    self.timer_step, self.timer_start = start_step, time.time()
+    self.frames_per_step = config.global_batch_size * config.window_frames
+    self.schedule = train_step.learning_rate_schedule(config)
+
+  def push(self, step, metrics):
+    if self.pending is not None:
+      self._emit(*self.pending)
+    self.pending = (step, metrics)
+
+  def flush(self):
+    if self.pending is not None:
+      self._emit(*self.pending)
+      self.pending = None
+
+  def _emit(self, step, metrics):
+    metrics = jax.device_get(metrics)
+    _check_finite(step, metrics)
+    done, total = step + 1, self.config.total_steps
+    if done % self.config.log_every_steps and done != total:
+      return
+    rate = (done - self.timer_step) / max(time.time() - self.timer_start, 1e-9)
+    self.timer_step, self.timer_start = done, time.time()
+    metrics.update({"train/learning_rate": self.schedule(step),
+                    "train/steps_per_second": rate,
+                    "train/frames_per_second": rate * self.frames_per_step})
+    self.writer.write(done, metrics)
+    seconds = int((total - done) / max(rate, 1e-9))
+    logging.info("step %d/%d  loss %.4f  recon %.4f  %.2f steps/s  %.0f frames/s  ETA %dm%02ds",
+                 done, total, metrics["train/loss/total"], metrics["train/loss/recon"], rate,
+                 rate * self.frames_per_step, seconds // 60, seconds % 60)

@@ -46,7 +46,9 @@ def create_state(model, optimizer, rng, window_frames, num_features):
   """A fresh state: initialised parameters, codebook statistics and optimizer moments."""
   init_rng, state_rng = jax.random.split(rng)
   x = jnp.zeros((1, window_frames, num_features), jnp.float32)
-  variables = model.init({"params": init_rng, "vq": init_rng}, x, jnp.ones(x.shape[:2], bool))
+  # train=True skips the eval-only prefix decodings, which would only slow compilation.
+  variables = model.init({"params": init_rng, "vq": init_rng}, x, jnp.ones(x.shape[:2], bool),
+                         train=True)
   params = variables["params"]
   return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                     opt_state=optimizer.init(params), vq_stats=variables.get("vq_stats", {}),

@@ -46,7 +46,10 @@ def load(workdir, step=None, best=False):
       train_step.create_state, model, train_step.make_optimizer(config),
       window_frames=config.window_frames, num_features=info["num_features"]),
                             jax.random.PRNGKey(0))
-  abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, abstract)
+  # Restore whole on this process's devices, whatever topology wrote the checkpoint.
+  on_here = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=on_here),
+                          abstract)
   state = manager.restore(step, args=ocp.args.Composite(
       state=ocp.args.StandardRestore(abstract)))["state"]
   manager.close()
