@@ -128,6 +128,15 @@ def test_kmeans_init_runs_under_jit_with_sharded_batch(conv):
   # Every valid latent was counted once per level: the counts are global, not per device.
   valid_latents = int(jnp.sum(jnp.any(mask.reshape(8, 4, 4), -1)))
   assert float(stats["ema_count"].sum()) == pytest.approx(3 * valid_latents)
+  # A train step (EMA update, dead-code restart) on the sharded batch matches one device too.
+  train = jax.jit(lambda v, x, m: model.apply(v, x, m, train=True,
+                                               rngs={"vq": jax.random.PRNGKey(4)},
+                                               mutable=["vq_stats"]))
+  (_, aux_s), stats_s = train(fitted, x_sharded, mask_sharded)
+  (_, aux_l), stats_l = train(fitted, x, mask)
+  np.testing.assert_array_equal(aux_s["vq/counts_LK"], aux_l["vq/counts_LK"])
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5),
+               stats_s, stats_l)
 
 
 def test_encode_decode_round_trip_and_prefix_metrics(conv):

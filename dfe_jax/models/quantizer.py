@@ -44,7 +44,14 @@ def nearest_code(x_NE, codebook_KE, cosine=False):
   """Index [N] of the nearest code; by cosine similarity when `cosine` (values stay raw codes)."""
   if cosine:
     x_NE, codebook_KE = l2_normalize(x_NE.astype(_F32)), l2_normalize(codebook_KE.astype(_F32))
-  return jnp.argmin(squared_distances(x_NE, codebook_KE), axis=-1).astype(jnp.int32)
+  d_NK = squared_distances(x_NE, codebook_KE)
+  # Same answer as argmin (first index on ties) but two plain reductions, which XLA:CPU runs ~3x
+  # faster than argmin's variadic (value, index) reduction.
+  num_codes = d_NK.shape[-1]
+  min_N1 = jnp.min(d_NK, axis=-1, keepdims=True)
+  idx_N = jnp.min(jnp.where(d_NK == min_N1, jnp.arange(num_codes, dtype=jnp.int32), num_codes),
+                  axis=-1)
+  return jnp.minimum(idx_N, num_codes - 1)  # A NaN row matches nothing; keep its code in range.
 
 
 def codebook_index(level, num_codebooks):
