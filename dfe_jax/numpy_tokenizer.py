@@ -4,6 +4,7 @@ so this one file can be copied to a machine without JAX.
 
   tok = NumpyTokenizer.load("model.npz")
   out = tok.encode(features_TF, valid_T)          # {"codes" [S, L], "latents" [S, D], "valid" [S]}
+  many = tok.encode_many([(tok.normalize(x, v), v) for x, v in videos])   # batched: faster
   x_TF = tok.decode(out["codes"], num_frames=len(features_TF))
 
 It computes what `dfe_jax.tokenize_lib` computes: the temporal conv encoder as im2col matmuls
@@ -107,39 +108,37 @@ class NumpyTokenizer:
 
   # --- encoder -------------------------------------------------------------------------------
 
-  def _conv(self, x_TC, name, dilation=1, stride=1):
-    """`temporal_conv._conv` on one sequence [T, C] as an im2col matmul."""
+  def _conv(self, x_BTC, name, dilation=1, stride=1):
+    """`temporal_conv._conv` on a batch [B, T, C] as one im2col matmul (BLAS wants big M)."""
     kernel, bias = self.params[name + "/kernel"], self.params[name + "/bias"]
     taps, channels, out = kernel.shape
     total = dilation * (taps - 1) - (stride - 1)
     left = total // 2
-    steps = x_TC.shape[0] // stride
+    batch, steps = x_BTC.shape[0], x_BTC.shape[1] // stride
     if total:
-      x_TC = np.concatenate([np.zeros((left, channels), _F32), x_TC,
-                             np.zeros((total - left, channels), _F32)])
+      x_BTC = np.pad(x_BTC, ((0, 0), (left, total - left), (0, 0)))
     if taps == 1:
-      cols = x_TC
+      cols = x_BTC
     else:
-      cols = np.empty((steps, taps * channels), _F32)
+      cols = np.empty((batch, steps, taps * channels), _F32)
       for j in range(taps):
         start = j * dilation
-        cols[:, j * channels:(j + 1) * channels] = x_TC[start:start + stride * (steps - 1) + 1:
-                                                         stride]
-    return cols @ kernel.reshape(taps * channels, out) + bias
+        cols[:, :, j * channels:(j + 1) * channels] = x_BTC[
+            :, start:start + stride * (steps - 1) + 1:stride]
+    y = cols.reshape(batch * steps, -1) @ kernel.reshape(taps * channels, out)
+    y += bias
+    return y.reshape(batch, steps, out)
 
-  def _encode_window(self, x_TF, length):
-    """Latents [T / f, D] of a window whose sequence ends at frame `length` (see tokenize_lib)."""
-    frames = x_TF.shape[0]
+  def _encode_windows(self, x_BTF, length_B):
+    """Latents [B, T / f, D] of windows whose sequences end at `length_B` frames (tokenize_lib)."""
+    frames = x_BTF.shape[1]
 
-    def masked(h_TC):
-      factor = frames // h_TC.shape[0]
-      keep = -(-length // factor)
-      if keep < h_TC.shape[0]:
-        h_TC = h_TC.copy()
-        h_TC[keep:] = 0.0
-      return h_TC
+    def masked(h_BTC):
+      factor = frames // h_BTC.shape[1]
+      keep_BT = np.arange(h_BTC.shape[1])[None, :] * factor < length_B[:, None]
+      return h_BTC if keep_BT.all() else h_BTC * keep_BT[..., None]
 
-    h = _relu(self._conv(x_TF, "encoder/Conv_0"))
+    h = _relu(self._conv(x_BTF, "encoder/Conv_0"))
     for stage in range(self.downsample_log2):
       h = self._conv(masked(h), f"encoder/Conv_{stage + 1}", stride=2)
       for i, dilation in enumerate(self.dilations):
@@ -148,58 +147,104 @@ class NumpyTokenizer:
         h = h + self._conv(_relu(r), f"{stack}{2 * i + 1}")
     return self._conv(masked(h), f"encoder/Conv_{self.downsample_log2 + 1}")
 
-  def encode_latents(self, x_TF, valid_T=None, chunk_frames=4096):
-    """Continuous latents [S, D] and step validity [S] of one normalised video."""
-    x_TF = np.asarray(x_TF, _F32)
-    valid_T = np.ones(len(x_TF), bool) if valid_T is None else np.asarray(valid_T, bool)
-    if len(x_TF) == 0:
-      raise ValueError("empty video (0 frames)")
-    padded = _round_up(len(x_TF), self.factor)
-    x_TF = np.where(valid_T[:, None], x_TF, 0.0).astype(_F32)
-    x_TF = np.concatenate([x_TF, np.zeros((padded - len(x_TF), x_TF.shape[1]), _F32)])
-    valid_T = np.concatenate([valid_T, np.zeros(padded - len(valid_T), bool)])
+  def _windows(self, num_frames, chunk_frames):
+    """(start, length, keep_begin, keep_end) of the windows covering a video (tokenize_lib)."""
+    padded = _round_up(num_frames, self.factor)
     chunk = _round_up(max(chunk_frames, self.factor), self.factor)
-    parts = []
+    out = []
     for begin in range(0, padded, chunk):
       end = min(begin + chunk, padded)
       start, stop = max(0, begin - self.context), min(padded, end + self.context)
-      z = self._encode_window(x_TF[start:stop], stop - start)
-      parts.append(z[(begin - start) // self.factor:(end - start) // self.factor])
-    return np.concatenate(parts), valid_T.reshape(-1, self.factor).any(-1)
+      out.append((start, stop - start, (begin - start) // self.factor,
+                  (end - start) // self.factor))
+    return out
+
+  def encode_latents_many(self, videos, chunk_frames=4096, batch_frames=32768):
+    """[(x [T, F] normalised, valid [T])] -> [(latents [S, D], valid [S])], windows of equal
+    length batched together so every matmul is large."""
+    groups = {}
+    for v, (x_TF, _) in enumerate(videos):
+      if len(x_TF) == 0:
+        raise ValueError("empty video (0 frames)")
+      for window in self._windows(len(x_TF), chunk_frames):
+        groups.setdefault(window[1], []).append((v, window))
+    pieces = {}
+    for length, group in groups.items():
+      size = max(1, batch_frames // length)
+      for i in range(0, len(group), size):
+        batch = group[i:i + size]
+        x_BTF = np.zeros((len(batch), length, videos[0][0].shape[1]), _F32)
+        for row, (v, (start, _, _, _)) in enumerate(batch):
+          x_TF, valid_T = videos[v]
+          piece = slice(start, min(start + length, len(x_TF)))
+          x_BTF[row, :piece.stop - start] = np.where(valid_T[piece, None], x_TF[piece], 0.0)
+        z_BSD = self._encode_windows(x_BTF, np.full(len(batch), length))
+        for row, (v, (start, _, keep_begin, keep_end)) in enumerate(batch):
+          pieces.setdefault(v, []).append((start, z_BSD[row, keep_begin:keep_end]))
+    results = []
+    for v, (x_TF, valid_T) in enumerate(videos):
+      padded = _round_up(len(x_TF), self.factor)
+      valid_S = np.concatenate([np.asarray(valid_T, bool), np.zeros(padded - len(x_TF), bool)])
+      z_SD = np.concatenate([z for _, z in sorted(pieces[v], key=lambda p: p[0])])
+      results.append((z_SD, valid_S.reshape(-1, self.factor).any(-1)))
+    return results
+
+  def encode_latents(self, x_TF, valid_T=None, chunk_frames=4096):
+    """Continuous latents [S, D] and step validity [S] of one normalised video."""
+    valid_T = np.ones(len(x_TF), bool) if valid_T is None else np.asarray(valid_T, bool)
+    return self.encode_latents_many([(np.asarray(x_TF, _F32), valid_T)], chunk_frames)[0]
 
   # --- quantizer ------------------------------------------------------------------------------
 
   def _codebook(self, level):
     return self.codebooks_CKE[0 if len(self.codebooks_CKE) == 1 else level]
 
-  def quantize(self, z_SD):
-    """Residual codes [S, L] of latents, nearest by squared distance, ties to the lowest index."""
+  def quantize(self, z_SD, block_rows=32768):
+    """Residual codes [S, L] of latents, nearest by squared distance, ties to the lowest index
+    (rows in blocks, so the distance matrix stays small)."""
     if not self.has_codes:
       raise ValueError("this model has no codebook (quantizer.kind='none')")
-    residual = np.asarray(z_SD, _F32)
+    z_SD = np.asarray(z_SD, _F32)
     if self.lookup_dim:
-      residual = residual @ self.params["quantizer/project_in/kernel"] + self.params[
+      z_SD = z_SD @ self.params["quantizer/project_in/kernel"] + self.params[
           "quantizer/project_in/bias"]
-    codes = np.empty((len(residual), self.num_levels), np.int32)
-    for level in range(self.num_levels):
-      codebook = self._codebook(level)
-      a, c = residual, codebook
-      if self.cosine:
-        a, c = _l2_normalize(a), _l2_normalize(c)
-      d_SK = (np.sum(a * a, axis=-1, keepdims=True) - 2.0 * (a @ c.T)
-              + np.sum(c * c, axis=-1)[None, :])
-      codes[:, level] = np.argmin(d_SK, axis=-1)
-      residual = residual - codebook[codes[:, level]]
+    codes = np.empty((len(z_SD), self.num_levels), np.int32)
+    for begin in range(0, len(z_SD), block_rows):
+      residual = z_SD[begin:begin + block_rows]
+      for level in range(self.num_levels):
+        codebook = self._codebook(level)
+        a, c = residual, codebook
+        if self.cosine:
+          a, c = _l2_normalize(a), _l2_normalize(c)
+        d_SK = (np.sum(a * a, axis=-1, keepdims=True) - 2.0 * (a @ c.T)
+                + np.sum(c * c, axis=-1)[None, :])
+        idx = np.argmin(d_SK, axis=-1)
+        codes[begin:begin + len(residual), level] = idx
+        residual = residual - codebook[idx]
     return codes
+
+  def encode_many(self, videos, chunk_frames=4096, batch_frames=32768):
+    """Tokens of several normalised videos [(x [T, F], valid [T])], batched: a list of dicts
+    with codes [S, L] (-1 on steps without a valid frame), latents [S, D] and valid [S]."""
+    latents = self.encode_latents_many(
+        [(np.asarray(x, _F32), np.ones(len(x), bool) if v is None else np.asarray(v, bool))
+         for x, v in videos], chunk_frames, batch_frames)
+    all_z = np.concatenate([z for z, _ in latents])
+    all_codes = (self.quantize(all_z) if self.has_codes
+                 else np.zeros((len(all_z), 0), np.int32))
+    out, row = [], 0
+    for z_SD, valid_S in latents:
+      codes = all_codes[row:row + len(z_SD)]
+      row += len(z_SD)
+      out.append({"codes": np.where(valid_S[:, None], codes, -1).astype(np.int32),
+                  "latents": z_SD, "valid": valid_S})
+    return out
 
   def encode(self, x_TF, valid_T=None, normalized=False, subject_mean=None, chunk_frames=4096):
     """Tokens of one video: codes [S, L] (-1 on steps without a valid frame), latents, valid."""
     valid_T = np.ones(len(x_TF), bool) if valid_T is None else np.asarray(valid_T, bool)
     x = x_TF if normalized else self.normalize(x_TF, valid_T, subject_mean)
-    z_SD, valid_S = self.encode_latents(x, valid_T, chunk_frames)
-    codes = self.quantize(z_SD) if self.has_codes else np.zeros((len(z_SD), 0), np.int32)
-    return {"codes": np.where(valid_S[:, None], codes, -1).astype(np.int32), "latents": z_SD,
-            "valid": valid_S}
+    return self.encode_many([(x, valid_T)], chunk_frames)[0]
 
   # --- decoder --------------------------------------------------------------------------------
 
@@ -217,16 +262,16 @@ class NumpyTokenizer:
 
   def decode_latents(self, z_SD, num_frames=None, denormalized=True, subject_mean=None):
     """Expression vectors [T, F] from latents [S, D] (the whole sequence at once)."""
-    h = _relu(self._conv(np.asarray(z_SD, _F32), "decoder/Conv_0"))
+    h = _relu(self._conv(np.asarray(z_SD, _F32)[None], "decoder/Conv_0"))
     for stage in range(self.downsample_log2):
       for i, dilation in enumerate(self.dilations):
         stack = f"decoder/ResStack_{stage}/Conv_"
         r = self._conv(_relu(h), f"{stack}{2 * i}", dilation=dilation)
         h = h + self._conv(_relu(r), f"{stack}{2 * i + 1}")
-      h = self._conv(np.repeat(h, 2, axis=0), f"decoder/Conv_{stage + 1}")
+      h = self._conv(np.repeat(h, 2, axis=1), f"decoder/Conv_{stage + 1}")
     n = self.downsample_log2
     h = _relu(self._conv(h, f"decoder/Conv_{n + 1}"))
-    x_TF = self._conv(h, f"decoder/Conv_{n + 2}")[:num_frames]
+    x_TF = self._conv(h, f"decoder/Conv_{n + 2}")[0, :num_frames]
     if not denormalized:
       return x_TF
     offset = self.norm_mean if subject_mean is None else np.asarray(subject_mean, _F32)

@@ -132,3 +132,15 @@ def test_numpy_chunked_encoding_equals_whole(exported):
   chunked = tok.encode(x, normalized=True, chunk_frames=96)
   np.testing.assert_allclose(chunked["latents"], whole["latents"], atol=1e-5)
   np.testing.assert_array_equal(chunked["codes"], whole["codes"])
+
+
+def test_batched_numpy_encoding_equals_one_video_at_a_time(exported):
+  tok = numpy_tokenizer.NumpyTokenizer.load(exported)
+  rng = np.random.default_rng(2)
+  videos = [(rng.normal(size=(n, len(tok.feature_names))).astype(np.float32),
+             rng.uniform(size=n) > 0.1) for n in (3, 64, 130, 700, 701)]
+  many = tok.encode_many(videos, chunk_frames=256, batch_frames=1024)
+  for (x, valid), got in zip(videos, many):
+    one = tok.encode(x, valid, normalized=True, chunk_frames=10_000)
+    np.testing.assert_array_equal(got["codes"], one["codes"])
+    np.testing.assert_allclose(got["latents"], one["latents"], atol=1e-5)
