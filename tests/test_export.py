@@ -17,6 +17,7 @@ from dfe_jax import outputs
 from dfe_jax import tokenize_lib
 from dfe_jax import train_lib
 from dfe_jax import trained_model
+import test_tokenize  # pylint: disable=g-bad-import-order
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -69,11 +70,16 @@ def test_export_writes_npz_and_sidecar(trained, exported):
 def first_level_tie(tok, z_D, codes_a, codes_b):
   """True when codes differ first at a level whose two codes are equally near (float rounding)."""
   residual = z_D.astype(np.float64)
+  if tok.lookup_dim:
+    residual = residual @ tok.params["quantizer/project_in/kernel"] + tok.params[
+        "quantizer/project_in/bias"]
+  unit = lambda v: v / max(np.linalg.norm(v), 1e-6) if tok.cosine else v
   for level in range(len(codes_a)):
     book = tok._codebook(level).astype(np.float64)  # pylint: disable=protected-access
     if codes_a[level] != codes_b[level]:
-      d = np.sum((residual - book[[codes_a[level], codes_b[level]]]) ** 2, -1)
-      return abs(d[0] - d[1]) <= 1e-5 * max(1.0, float(np.sum(residual ** 2)))
+      d = [np.sum((unit(residual) - unit(book[c])) ** 2) for c in (codes_a[level],
+                                                                   codes_b[level])]
+      return abs(d[0] - d[1]) <= 1e-5 * max(1.0, float(np.sum(unit(residual) ** 2)))
     residual = residual - book[codes_a[level]]
   return True
 
@@ -144,3 +150,21 @@ def test_batched_numpy_encoding_equals_one_video_at_a_time(exported):
     one = tok.encode(x, valid, normalized=True, chunk_frames=10_000)
     np.testing.assert_array_equal(got["codes"], one["codes"])
     np.testing.assert_allclose(got["latents"], one["latents"], atol=1e-5)
+
+
+@pytest.mark.parametrize("changes", [
+    {"quantizer.shared_codebook": False, "quantizer.cosine": True},
+    {"quantizer.lookup_dim": 8, "quantizer.learning": "gradient"},
+], ids=["unshared_cosine", "lookup_gradient"])
+def test_numpy_matches_jax_for_quantizer_variants(changes):
+  trained = test_tokenize.random_model(**changes)
+  tok = numpy_tokenizer.NumpyTokenizer({k: np.asarray(v) for k, v in
+                                        export_lib.export_arrays(trained).items()})
+  x, valid = test_tokenize.long_video(301, 12, seed=4)
+  codes_jax, latents_jax, _ = tokenize_lib.encode_video(trained, x, valid)
+  out = tok.encode(x, valid, normalized=True, chunk_frames=128)
+  np.testing.assert_allclose(out["latents"], latents_jax, atol=1e-5)
+  for s in np.nonzero((out["codes"] != codes_jax).any(1))[0]:
+    assert first_level_tie(tok, out["latents"][s], out["codes"][s], codes_jax[s]), s
+  np.testing.assert_allclose(tok.decode(codes_jax), tokenize_lib.decode_codes(trained, codes_jax),
+                             atol=1e-5, rtol=0)

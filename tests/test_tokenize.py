@@ -6,8 +6,10 @@ import dataclasses
 import importlib.util
 import os
 
+import jax
 import jax.numpy as jnp
 import numpy as np
+import ml_collections
 import pytest
 
 from dfe_jax import models
@@ -71,6 +73,45 @@ def test_chunked_codes_equal_whole_video_codes(trained, chunk_frames):
   x, valid = long_video(2501, trained.info["num_features"])  # Not a multiple of 4 on purpose.
   codes_ref, latents_ref, mask_ref = whole_video_codes(trained, x, valid)
   encoder = tokenize_lib.ChunkedEncoder(trained, chunk_frames=chunk_frames, batch_frames=2048)
+  codes, latents, mask = tokenize_lib.encode_video(trained, x, valid, encoder)
+  np.testing.assert_array_equal(mask, mask_ref)
+  np.testing.assert_allclose(latents, latents_ref, atol=2e-5, rtol=1e-5)
+  np.testing.assert_array_equal(codes, codes_ref)
+
+
+def random_model(**changes):
+  """A TrainedModel with random weights for a smoke-sized model variant (no training)."""
+  spec = importlib.util.spec_from_file_location("rvq_variant", os.path.join(REPO, "configs",
+                                                                           "rvq.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config("smoke")
+  config.model.feature_dim = 12
+  for key, value in changes.items():
+    node = config.model
+    *parents, leaf = key.split(".")
+    for name in parents:
+      node = node[name]
+    node[leaf] = value
+  model = models.get_model(config.model)
+  variables = model.init({"params": jax.random.PRNGKey(0)}, jnp.zeros((1, 16, 12)),
+                         jnp.ones((1, 16), bool))
+  info = {"num_features": 12, "feature_names": [f"f_{i:03d}" for i in range(12)], "fps": 25.0,
+          "normalization": {"mode": "global", "mean": [0.0] * 12, "std": [1.0] * 12}}
+  return trained_model.TrainedModel(ml_collections.ConfigDict(config.to_dict()), info, model,
+                                    variables, 0)
+
+
+@pytest.mark.parametrize("changes", [
+    {"quantizer.shared_codebook": False, "quantizer.cosine": True},
+    {"quantizer.lookup_dim": 8, "quantizer.learning": "gradient"},
+    {"name": "frame_transformer", "downsample_log2": 0},
+], ids=["unshared_cosine", "lookup_gradient", "frame_transformer"])
+def test_model_variants_chunked_equal_whole(changes):
+  trained = random_model(**changes)
+  x, valid = long_video(257, 12, seed=3)
+  codes_ref, latents_ref, mask_ref = whole_video_codes(trained, x, valid)
+  encoder = tokenize_lib.ChunkedEncoder(trained, chunk_frames=64, batch_frames=512)
   codes, latents, mask = tokenize_lib.encode_video(trained, x, valid, encoder)
   np.testing.assert_array_equal(mask, mask_ref)
   np.testing.assert_allclose(latents, latents_ref, atol=2e-5, rtol=1e-5)
