@@ -293,9 +293,8 @@ def _check_names(names, info, where):
     raise InputError(f"{where}: feature names differ from training ({diff})")
 
 
-def manifest_subjects(manifest, info):
-  """Yields each subject's videos (a list of VideoInput) from a manifest, in manifest order."""
-  rows = ingest_lib.read_manifest(manifest)
+def manifest_subjects(rows, info):
+  """Yields each subject's videos (a list of VideoInput) from manifest rows, in their order."""
   order = {}
   for row in rows:
     order.setdefault(row["subject_id"], []).append(row)
@@ -416,15 +415,17 @@ class TokenWriter:
 
 
 def _subjects_of(data, info, splits):
-  """Subject groups from a manifest CSV, a shard folder, or an iterable of VideoInput."""
+  """(subject groups, number of videos or None) of a manifest CSV, a shard folder, or an
+  iterable of VideoInput."""
   if isinstance(data, str):
     if gfile.isdir(data):
-      return shard_subjects(data, info, splits)
-    return manifest_subjects(data, info)
+      return shard_subjects(data, info, splits), None
+    rows = ingest_lib.read_manifest(data)
+    return manifest_subjects(rows, info), len(rows)
   by_subject = {}
   for v in data:
     by_subject.setdefault(v.subject_id, []).append(v)
-  return iter(by_subject.values())
+  return iter(by_subject.values()), sum(len(g) for g in by_subject.values())
 
 
 def tokenize_videos(trained, data, output_dir, *, latents=False, chunk_frames=4096,
@@ -455,12 +456,15 @@ def tokenize_videos(trained, data, output_dir, *, latents=False, chunk_frames=40
     totals["num_videos"] += len(videos)
     totals["num_frames"] += sum(len(v.features) for v in videos)
     elapsed = max(time.time() - start, 1e-9)
-    logging.info("tokenize: %d videos, %d frames, %.0f frames/s", totals["num_videos"],
-                 totals["num_frames"], totals["num_frames"] / elapsed)
+    eta = (f", ETA {elapsed * (num_videos / totals['num_videos'] - 1):.0f} s" if num_videos
+           else "")
+    logging.info("tokenize: %d/%s videos, %d frames, %.0f frames/s%s", totals["num_videos"],
+                 num_videos or "?", totals["num_frames"], totals["num_frames"] / elapsed, eta)
     block.clear()
 
   try:
-    for group in _subjects_of(data, trained.info, splits):
+    groups, num_videos = _subjects_of(data, trained.info, splits)
+    for group in groups:
       for v in group:
         if len(v.features) == 0:
           raise InputError(f"video {v.video_id!r}: empty video (0 frames)")
