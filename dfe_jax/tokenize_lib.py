@@ -317,8 +317,9 @@ def shard_subjects(data_dir, info, splits=None):
            for s in data_info["splits"].get(split, {"shards": []})["shards"]]
   records, subject_of, order = {}, {}, []
   num_features = data_info["num_features"]
+  record_features = input_pipeline._FEATURES  # pylint: disable=protected-access
   ds = tf.data.TFRecordDataset(files).map(
-      lambda s: tf.io.parse_single_example(s, input_pipeline._FEATURES))  # pylint: disable=protected-access
+      lambda s: tf.io.parse_single_example(s, record_features))
   for ex in ds.as_numpy_iterator():
     vid = ex["video_id"].decode()
     if vid not in records:

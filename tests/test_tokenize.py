@@ -140,7 +140,8 @@ def test_one_compile_per_bucket(trained):
   assert [len(r[0]) for r in results] == [-(-n // 4) for n in lengths]
   used = {encoder.bucket(w.length) for v, (x, _) in enumerate(videos)
           for w in encoder.windows(v, len(x))}
-  assert encoder._encode._cache_size() == len(used) <= len(encoder.buckets)  # pylint: disable=protected-access
+  compiled = encoder._encode._cache_size()  # pylint: disable=protected-access
+  assert compiled == len(used) <= len(encoder.buckets)
 
 
 def test_tokens_file_layout_and_shards_equal_manifest(trained, small_corpus, small_shards,
