@@ -381,7 +381,6 @@ class TokenWriter:
       return
     lengths = [len(r["valid"]) for _, r in self.parts]
     arrays = {k: np.concatenate([r[k] for _, r in self.parts]) for k in self.parts[0][1]}
-    arrays["codes"] = arrays["codes"].reshape(len(arrays["valid"]), -1)
     path = os.path.join(self.staging, f"part-{len(self.files):05d}.npz")
     outputs.save_npz(path, video_id=np.array([v for v, _ in self.parts]),
                      offset=np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),

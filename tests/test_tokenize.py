@@ -118,6 +118,18 @@ def test_model_variants_chunked_equal_whole(changes):
   np.testing.assert_array_equal(codes, codes_ref)
 
 
+def test_continuous_model_writes_latents(tmp_path):
+  trained = random_model(**{"quantizer.kind": "none"})
+  x, valid = long_video(130, 12, seed=5)
+  videos = [tokenize_lib.VideoInput("v", "s", x, valid)]
+  with pytest.raises(ValueError, match="--latents"):
+    tokenize_lib.tokenize_videos(trained, videos, str(tmp_path / "no_latents"))
+  tokenize_lib.tokenize_videos(trained, videos, str(tmp_path / "cont"), latents=True)
+  t = outputs.load_npz(str(tmp_path / "cont" / "tokens.npz"))
+  assert t["codes"].shape == (33, 0) and t["latents"].shape == (33, 16)
+  assert int(t["num_levels"]) == 0 and int(t["codebook_size"]) == 0
+
+
 def test_fast_nearest_code_equals_the_quantizers_including_ties():
   rng = np.random.default_rng(0)
   codebook = rng.normal(size=(64, 8)).astype(np.float32)
