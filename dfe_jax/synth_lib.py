@@ -8,14 +8,16 @@ The generative model, per corpus (all randomness from `seed`):
    features. Display `g` picks 1-3 units; for a pair it loads both sides (symmetric, even `g`)
    or one side (one-sided, odd `g`). Loadings are `U(0.6, 1.4)` with a random sign (`flame53`)
    or `U(0.3, 0.9)` (`arkit51`, non-negative). A third of the `flame53` displays also open
-   the jaw (`jaw_0 += U(0.1, 0.3)`). Displays `2k+1` for `k < G/4` are *partners* of `2k`:
+   the jaw (`jaw_0 += U(0.1, 0.3)`). Any feature still unused joins a random display (a
+   pair side joins a symmetric display with its mirror; jaw `U(0.2, 0.5)`), so every feature
+   moves with some display. Displays `2k+1` for `k < G/4` are *partners* of `2k`:
    when `2k` fires, `2k+1` fires too with probability 0.6, 0-0.5 s later.
 2. **Traits and labels.** Each subject has latent traits `z_s = (stress, depression,
    extraversion) ~ N(0, I)`; each video has a stress state `z_v = 0.7 z_s,stress + 0.7 N(0,1)`.
    Labels: `stress = [z_v > 0]` (per video), `depression = [z_s,dep > 0.43]` (per subject,
    about a third positive), `extraversion = clip(3 + 0.8 z_s,extra, 1, 5)` (per subject).
 3. **Display rates.** Event rate per minute `r_g = b_g exp(sum_k B_gk z_k)`, with base rates
-   `b_g ~ U(2, 10)` and a sparse trait matrix `B` (each trait moves three displays by +-0.7).
+   `b_g ~ U(4, 16)` and a sparse trait matrix `B` (each trait moves three displays by +-0.7).
 4. **Events.** Per display a Poisson process at rate `r_g` (partners added as above). Each
    event has a duration `~ LogUniform(0.2, 3) s`, onset and offset fractions `U(0.15, 0.4)` and
    `U(0.2, 0.45)` with raised-cosine ramps around a flat apex, and an amplitude `U(0.5, 1)`.
@@ -23,8 +25,8 @@ The generative model, per corpus (all randomness from `seed`):
 5. **Subject and nuisance.** Per-subject static offset `o_s` (`N(0, 0.25)` per feature for
    `flame53`; `U(0, 0.15)` on a random third of features for `arkit51`) and expressivity
    scale `e_s ~ LogNormal(0, 0.35)`; per-video slow drift along one random direction (sum of
-   three sinusoids, periods 20-90 s, amplitude 0.05); sensor noise `N(0, sigma)`, sigma 0.02
-   (`flame53`) or 0.01 (`arkit51`). The frame vector is
+   three sinusoids, periods 20-90 s, amplitude 0.05); sensor noise `N(0, sigma)`, sigma 0.01
+   (`flame53`) or 0.005 (`arkit51`). The frame vector is
    `x_t = o_s + e_s A_t W + drift_t + noise_t`, clipped to [0, 1] for `arkit51`.
 6. **Face-lost gaps.** `Poisson(seconds / 30)` gaps per video, each `U(0.2, 2) s`, where
    `valid = false` and the features are 0.
@@ -99,10 +101,21 @@ def make_dictionary(spec):
   pairs, singles = _units(names)
   loadings = np.zeros((g_count, d), np.float32)
   kinds = []
+  # Pairs are dealt out in shuffled rounds, so every pair belongs to some display.
+  deck = []
   for g in range(g_count):
     num_units = rng.integers(1, 4)
     symmetric = g % 2 == 0
-    chosen_pairs = rng.choice(len(pairs), size=num_units, replace=False)
+    chosen_pairs = []
+    while len(chosen_pairs) < num_units:
+      if not deck:
+        deck = list(rng.permutation(len(pairs)))
+      if deck[-1] not in chosen_pairs:
+        chosen_pairs.append(deck.pop())
+      elif len(deck) > 1:
+        deck.insert(0, deck.pop())
+      else:
+        deck.clear()
     for u, p in enumerate(chosen_pairs):
       if u == num_units - 1 and num_units > 1 and singles:
         targets = [singles[rng.integers(len(singles))]]
@@ -118,10 +131,24 @@ def make_dictionary(spec):
     if spec.space == "flame53" and g % 3 == 2:
       loadings[g, names.index("jaw_0")] = rng.uniform(0.1, 0.3)
     kinds.append("symmetric" if symmetric else "one-sided")
+  # Every feature moves with some display, as every EMOCA coefficient does on real faces.
+  # A missing side of a pair joins a symmetric display together with its mirror.
+  mirror = {i: j for pair in pairs for i, j in (pair, pair[::-1])}
+  for i in np.flatnonzero(~loadings.any(0)):
+    if loadings[:, i].any():
+      continue
+    targets = [i, mirror[i]] if i in mirror else [i]
+    g = 2 * rng.integers((g_count + 1) // 2) if i in mirror else rng.integers(g_count)
+    for t in targets:
+      if loadings[g, t] == 0:
+        scale = (0.2, 0.5) if names[t].startswith("jaw_") else (
+            (0.3, 0.9) if spec.space == "arkit51" else (0.6, 1.4))
+        sign = 1.0 if spec.space == "arkit51" else rng.choice((-1.0, 1.0))
+        loadings[g, t] = sign * rng.uniform(*scale)
   partner = np.full(g_count, -1, np.int64)
   for k in range(g_count // 4):
     partner[2 * k] = 2 * k + 1
-  base_rate = rng.uniform(2.0, 10.0, g_count)
+  base_rate = rng.uniform(4.0, 16.0, g_count)
   effects = np.zeros((g_count, len(TRAITS)), np.float32)
   order = rng.permutation(g_count)
   for k in range(len(TRAITS)):
@@ -194,7 +221,7 @@ def make_video(spec, dictionary, subject_offset_D, subject_scale, z_video, seed_
   drift_direction /= np.linalg.norm(drift_direction)
   drift = sum(np.sin(2 * np.pi * t_seconds / rng.uniform(20, 90) + rng.uniform(0, 2 * np.pi))
               for _ in range(3)) * 0.05 / 3
-  noise_sigma = 0.01 if spec.space == "arkit51" else 0.02
+  noise_sigma = 0.005 if spec.space == "arkit51" else 0.01
   x_TD = (subject_offset_D + subject_scale * display_TG @ dictionary.loadings_GD
           + drift[:, None] * drift_direction + noise_sigma * rng.standard_normal((num_frames, d)))
   if spec.space == "arkit51":
