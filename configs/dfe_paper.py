@@ -27,17 +27,21 @@ rvq = _sibling("rvq")
 
 
 def get_config(arg=None):
-  """Per-frame transformer RVQ-VAE; `arg="smoke"` shrinks it."""
+  """Per-frame transformer RVQ-VAE; `arg` as in configs/rvq.py (None, "demo", "smoke")."""
   smoke = arg == "smoke"
-  config = ml_collections.ConfigDict()
-  config.model = rvq.model_config(smoke)
+  config = rvq.get_config(arg)
   config.model.name = "frame_transformer"
   config.model.downsample_log2 = 0
   config.model.width = 32 if smoke else 128
   config.model.transformer.num_layers = 1 if smoke else 2
   config.model.transformer.mlp_dim = 64 if smoke else 256
   config.model.quantizer.dropout_prob = 0.0
-  config.loss = rvq.loss_config()
   # Per-frame tokens have no temporal context, so velocity only smooths the decoder's output.
   config.loss.velocity_weight = 0.0
   return config
+
+
+def sweep():
+  """The paper's ablations: orthogonality and sparsity regularisers on and off."""
+  return [{"loss.ortho_weight": o, "loss.sparsity_weight": s}
+          for o in (0.0, 10.0) for s in (0.0, 1e-3)]
