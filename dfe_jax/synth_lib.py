@@ -38,11 +38,18 @@ Each video's randomness comes from `SeedSequence(seed).spawn`, so the corpus is 
 whatever the number of workers.
 """
 
+import csv
 import dataclasses
+import io
+import json
+import time
 
+from absl import logging
 import numpy as np
 
 from dfe_jax import features
+from dfe_jax import outputs
+from dfe_jax import parallel
 
 TRAITS = ("stress", "depression", "extraversion")
 AU_NAMES = ("AU01", "AU02", "AU04", "AU05", "AU06", "AU07", "AU09", "AU12", "AU15", "AU17",
@@ -264,3 +271,54 @@ def video_jobs(spec):
   for s in range(spec.num_subjects):
     for v in range(spec.videos_per_subject):
       yield (f"s{s:05d}_v{v:02d}", f"s{s:05d}", s, v, seeds[s * spec.videos_per_subject + v])
+
+
+def _write_video(job):
+  """Generates and writes one video (runs in a worker process)."""
+  spec, dictionary, offset, scale, z_video, seed_seq, path = job
+  video = make_video(spec, dictionary, offset, scale, z_video, seed_seq)
+  outputs.save_npz(path, **video)
+  return len(video["valid"])
+
+
+def write_corpus(spec, output_dir, overwrite=False, num_workers=1):
+  """Generates the corpus described by `spec` into `output_dir`; returns the manifest path."""
+  if spec.num_subjects < 1 or spec.videos_per_subject < 1 or spec.video_seconds <= 0:
+    raise ValueError("num_subjects, videos_per_subject and video_seconds must be positive")
+  outputs.check_writable_dir(output_dir, overwrite)
+  outputs.check_writable_dir(outputs.join(output_dir, "videos"), True)
+  dictionary = make_dictionary(spec)
+  z_subject, z_stress = draw_subject_traits(spec)
+  offsets, scales = draw_subjects(spec)
+  rows, jobs = [], []
+  for video_id, subject_id, s, v, seed_seq in video_jobs(spec):
+    z_video = np.array([z_stress[s, v], z_subject[s, 1], z_subject[s, 2]])
+    rel_path = f"videos/{video_id}.npz"
+    rows.append({"video_id": video_id, "subject_id": subject_id, "path": rel_path,
+                 **labels_of(z_subject[s], z_stress[s, v])})
+    jobs.append((spec, dictionary, offsets[s], scales[s], z_video, seed_seq,
+                 outputs.join(output_dir, rel_path)))
+  start, frames = time.time(), 0
+  with parallel.process_pool(num_workers) as pool:
+    for i, n in enumerate(pool.map(_write_video, jobs), 1):
+      frames += n
+      if i % 50 == 0 or i == len(jobs):
+        logging.info("synth: %d/%d videos, %d frames, %.0f frames/s", i, len(jobs), frames,
+                     frames / max(time.time() - start, 1e-9))
+  outputs.save_npz(
+      outputs.join(output_dir, "displays.npz"), loadings=dictionary.loadings_GD,
+      feature_names=np.array(dictionary.feature_names), kind=np.array(dictionary.kind),
+      partner=dictionary.partner, base_rate_per_min=dictionary.base_rate_per_min,
+      trait_effects=dictionary.trait_effects_GK, trait_names=np.array(TRAITS),
+      au_map=dictionary.au_map_GA, au_names=np.array(AU_NAMES))
+  with outputs.atomic_open(outputs.join(output_dir, "corpus.json")) as f:
+    json.dump(dataclasses.asdict(spec), f, indent=2)
+  buffer = io.StringIO()
+  writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
+  writer.writeheader()
+  writer.writerows(rows)
+  manifest = outputs.join(output_dir, "manifest.csv")
+  with outputs.atomic_open(manifest) as f:
+    f.write(buffer.getvalue())
+  logging.info("synth: wrote %d videos (%d frames) to %s", len(rows), frames, output_dir)
+  return manifest

@@ -16,7 +16,6 @@ jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 import pytest  # pylint: disable=g-import-not-at-top,g-bad-import-order
 
 from dfe_jax import ingest_lib  # pylint: disable=g-import-not-at-top
-from dfe_jax import synth  # pylint: disable=g-import-not-at-top
 from dfe_jax import synth_lib  # pylint: disable=g-import-not-at-top
 
 SMALL_CORPUS = synth_lib.CorpusSpec(num_subjects=10, videos_per_subject=2, video_seconds=12.0,
@@ -27,7 +26,7 @@ SMALL_CORPUS = synth_lib.CorpusSpec(num_subjects=10, videos_per_subject=2, video
 def small_corpus(tmp_path_factory):
   """A 20-video synthetic corpus (10 subjects x 2 videos x 12 s at 25 fps); its manifest path."""
   out = tmp_path_factory.mktemp("corpus")
-  return synth.write_corpus(SMALL_CORPUS, str(out), overwrite=True)
+  return synth_lib.write_corpus(SMALL_CORPUS, str(out), overwrite=True)
 
 
 @pytest.fixture(scope="session")

@@ -15,7 +15,7 @@ from dfe_jax import features
 from dfe_jax import ingest_lib
 from dfe_jax import outputs
 from dfe_jax import report_lib
-from dfe_jax import synth
+
 from dfe_jax import synth_lib
 from dfe_jax import token_stats
 from dfe_jax import train_lib
@@ -46,7 +46,7 @@ def arkit_run(tmp_path_factory):
   root = tmp_path_factory.mktemp("report")
   spec = synth_lib.CorpusSpec(num_subjects=8, videos_per_subject=2, video_seconds=6.0, seed=5,
                               space="arkit51")
-  manifest = synth.write_corpus(spec, str(root / "corpus"), overwrite=True)
+  manifest = synth_lib.write_corpus(spec, str(root / "corpus"), overwrite=True)
   shards = str(root / "shards")
   ingest_lib.ingest(manifest, shards, ingest_lib.IngestOptions(
       num_shards=2, val_fraction=0.25, test_fraction=0.125, num_processes=1))

@@ -7,7 +7,6 @@ import numpy as np
 
 from dfe_jax import features
 from dfe_jax import outputs
-from dfe_jax import synth
 from dfe_jax import synth_lib
 
 
@@ -19,9 +18,9 @@ def _video(manifest, row=0):
 
 def test_same_seed_same_corpus_and_other_seed_differs(tmp_path):
   spec = synth_lib.CorpusSpec(num_subjects=2, videos_per_subject=2, video_seconds=4.0, seed=7)
-  a = synth.write_corpus(spec, str(tmp_path / "a"))
-  b = synth.write_corpus(spec, str(tmp_path / "b"), num_workers=2)
-  c = synth.write_corpus(synth_lib.CorpusSpec(num_subjects=2, videos_per_subject=2,
+  a = synth_lib.write_corpus(spec, str(tmp_path / "a"))
+  b = synth_lib.write_corpus(spec, str(tmp_path / "b"), num_workers=2)
+  c = synth_lib.write_corpus(synth_lib.CorpusSpec(num_subjects=2, videos_per_subject=2,
                                               video_seconds=4.0, seed=8), str(tmp_path / "c"))
   for row in range(4):
     va, vb, vc = _video(a, row), _video(b, row), _video(c, row)
@@ -34,7 +33,7 @@ def test_same_seed_same_corpus_and_other_seed_differs(tmp_path):
 
 def test_flame53_video_matches_the_data_contract(small_corpus):
   v = _video(small_corpus)
-  t = int(synth.synth_lib.CorpusSpec().fps * 12)
+  t = int(synth_lib.CorpusSpec().fps * 12)
   assert v["features"].shape == (t, 53) and v["features"].dtype == np.float32
   assert tuple(v["feature_names"]) == features.FLAME53
   assert v["valid"].dtype == bool and v["valid"].shape == (t,)
@@ -49,7 +48,7 @@ def test_flame53_video_matches_the_data_contract(small_corpus):
 def test_arkit51_uses_mediapipe_names_and_unit_range(tmp_path):
   spec = synth_lib.CorpusSpec(space="arkit51", num_subjects=2, videos_per_subject=1,
                               video_seconds=20.0)
-  v = _video(synth.write_corpus(spec, str(tmp_path)))
+  v = _video(synth_lib.write_corpus(spec, str(tmp_path)))
   assert tuple(v["feature_names"]) == features.ARKIT51
   assert v["features"].min() >= 0.0 and v["features"].max() <= 1.0
   assert v["features"].max() > 0.3  # displays really move blendshapes
@@ -70,7 +69,7 @@ def test_one_sided_displays_load_one_side_of_a_pair():
 
 def test_display_rates_follow_the_latent_traits(tmp_path):
   spec = synth_lib.CorpusSpec(num_subjects=60, videos_per_subject=2, video_seconds=30.0, seed=1)
-  manifest = synth.write_corpus(spec, str(tmp_path))
+  manifest = synth_lib.write_corpus(spec, str(tmp_path))
   d = synth_lib.make_dictionary(spec)
   with open(manifest) as f:
     rows = list(csv.DictReader(f))
