@@ -12,11 +12,12 @@ The first candidate that exists wins and must match `SHA256`; a wrong file is an
 than a silent fallback to the next candidate.
 """
 
-import hashlib
 import importlib.metadata
 import importlib.util
 import os
 import pathlib
+
+from dfe_jax import provenance
 
 ENV_VAR = "DFE_FACE_LANDMARKER"
 SHA256 = "64184e229b263107bc2b804c6625db1341ff2bb731874b0bcc2fe6544e0bc9ff"
@@ -28,15 +29,6 @@ INSTALL_HINT = (f"pass --model_asset=PATH, set {ENV_VAR}=PATH, or "
 
 class ModelNotFoundError(FileNotFoundError):
   """No usable face_landmarker.task was found (the message says where it looked)."""
-
-
-def sha256_of(path):
-  """Returns the hex sha256 of a file."""
-  digest = hashlib.sha256()
-  with open(path, "rb") as f:
-    for block in iter(lambda: f.read(1 << 20), b""):
-      digest.update(block)
-  return digest.hexdigest()
 
 
 def _from_package():
@@ -86,7 +78,7 @@ def resolve(explicit=None, verify=True):
   if not path.is_file():
     raise ModelNotFoundError(f"face_landmarker.task from {source} does not exist: {path}")
   if verify:
-    actual = sha256_of(path)
+    actual = provenance.sha256_of(path)
     if actual != SHA256:
       raise ModelNotFoundError(
           f"face_landmarker.task from {source} ({path}) has sha256 {actual}, expected {SHA256} "

@@ -11,7 +11,6 @@ place; `dataset.json` is written last, so a folder without it was never finished
 import collections
 import csv
 import dataclasses
-import hashlib
 import io
 import json
 import os
@@ -26,6 +25,7 @@ from tensorflow.io import gfile
 from dfe_jax import features
 from dfe_jax import normalization
 from dfe_jax import parallel
+from dfe_jax import provenance
 from dfe_jax import readers
 
 FORMAT_VERSION = 1
@@ -190,12 +190,8 @@ def shard_name(split, worker, num_workers, index, num_shards):
 
 
 def sha256_of(path):
-  """Hex sha256 of a file's bytes, read in 4 MiB blocks."""
-  digest = hashlib.sha256()
-  with gfile.GFile(path, "rb") as f:
-    while block := f.read(1 << 22):
-      digest.update(block)
-  return digest.hexdigest()
+  """Hex sha256 of a local or gs:// file."""
+  return provenance.sha256_of(path, gfile.GFile)
 
 
 def _worker_rows(rows, num_workers, worker_index):

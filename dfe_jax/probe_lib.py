@@ -6,12 +6,10 @@ lives in `probe_cv`, the representations in `probe_features`. Never imports the 
 
 import csv
 import datetime
-import hashlib
 import json
 import math
 import os
 import platform
-import subprocess
 import time
 
 from absl import logging
@@ -25,6 +23,7 @@ from dfe_jax import probe_cv
 from dfe_jax import probe_features
 from dfe_jax import probe_inputs
 from dfe_jax import probe_report
+from dfe_jax import provenance
 
 ProbeInputError = probe_features.ProbeInputError
 ALL_REPRESENTATIONS = ("dfe", "dfe_per_level", "functionals", "kmeans", "au", "continuous",
@@ -209,22 +208,6 @@ def top_tokens(representation, task_type, y, groups, config, classes):
   return out
 
 
-def _sha256(path):
-  digest = hashlib.sha256()
-  with open(path, "rb") as f:
-    for block in iter(lambda: f.read(1 << 20), b""):
-      digest.update(block)
-  return digest.hexdigest()
-
-
-def _git_revision():
-  try:
-    return subprocess.run(["git", "rev-parse", "HEAD"], cwd=os.path.dirname(__file__),
-                          capture_output=True, text=True, timeout=5, check=True).stdout.strip()
-  except (OSError, subprocess.SubprocessError):
-    return None
-
-
 def _json_safe(value):
   """NaN and infinities become null, so results.json is strict JSON."""
   if isinstance(value, dict):
@@ -328,13 +311,13 @@ def _run_probes(config, output_dir, overwrite):
       "codebook_size": tokens.codebook_size, "num_levels": tokens.num_levels,
       "shared_codebook": tokens.shared_codebook,
       "representation_features": {n: r.num_features for n, r in representations.items()},
-      "sha256": {p: _sha256(p) for p in tokens.files + [config.manifest]}}
+      "sha256": {p: provenance.sha256_of(p) for p in tokens.files + [config.manifest]}}
   results["provenance"] = {
       "config": config.to_dict(), "seeds": [config.cv.seed + r for r in range(config.cv.repeats)],
       "versions": {"dfe_jax": dfe_jax.__version__, "python": platform.python_version(),
                    "numpy": np.__version__, "scipy": scipy.__version__,
                    "sklearn": sklearn.__version__},
-      "git_revision": _git_revision(),
+      "git_revision": provenance.git_revision(),
       "created": datetime.datetime.now().isoformat(timespec="seconds"),
       "seconds": round(time.time() - start, 1)}
   os.makedirs(output_dir, exist_ok=True)

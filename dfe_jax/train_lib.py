@@ -1,13 +1,11 @@
 """The training loop: data-parallel `jax.jit` over a ("data",) mesh, eval, checkpoints, logs."""
 
 import functools
-import importlib.metadata
 import itertools
 import json
 import math
 import os
 import signal
-import subprocess
 import time
 
 from absl import logging
@@ -20,6 +18,7 @@ from dfe_jax import checkpointing
 from dfe_jax import input_pipeline
 from dfe_jax import metric_writer
 from dfe_jax import models
+from dfe_jax import provenance
 from dfe_jax import sharding
 from dfe_jax import train_step
 
@@ -31,20 +30,9 @@ class NonFiniteLossError(FloatingPointError):
   """Training produced a NaN or infinite loss; the message names the step."""
 
 
-def provenance():
+def run_provenance():
   """Library versions and the git revision of the code that runs."""
-  versions = {}
-  for name in _VERSIONED:
-    try:
-      versions[name] = importlib.metadata.version(name)
-    except importlib.metadata.PackageNotFoundError:
-      pass
-  try:
-    revision = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                              cwd=os.path.dirname(__file__), check=True).stdout.strip()
-  except (OSError, subprocess.CalledProcessError):
-    revision = "unknown"
-  return {"versions": versions, "git_revision": revision}
+  return {"versions": provenance.versions(_VERSIONED), "git_revision": provenance.git_revision()}
 
 
 def resolve_config(config, info):
@@ -62,7 +50,7 @@ def _write_run_files(workdir, config, info):
   with gfile.GFile(os.path.join(workdir, "dataset.json"), "w") as f:
     json.dump(info, f, indent=1)
   with gfile.GFile(os.path.join(workdir, "config.json"), "w") as f:
-    json.dump({"config": config.to_dict(), **provenance()}, f, indent=1)
+    json.dump({"config": config.to_dict(), **run_provenance()}, f, indent=1)
 
 
 class _StopSignal:
