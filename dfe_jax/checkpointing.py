@@ -6,6 +6,7 @@ number of global batches consumed, which equals the step: the input pipeline res
 stream there exactly (see `input_pipeline`).
 """
 
+import logging as std_logging
 import os
 
 from absl import logging
@@ -13,6 +14,17 @@ import jax
 import orbax.checkpoint as ocp
 
 _ITEMS = ("state", "meta")
+
+
+class _OrbaxInfoFilter(std_logging.Filter):
+  """Drops Orbax's INFO chatter (a dozen lines per save) from the run log; warnings stay."""
+
+  def filter(self, record):
+    return record.levelno >= std_logging.WARNING or f"{os.sep}orbax{os.sep}" not in record.pathname
+
+
+logging.get_absl_handler().addFilter(_OrbaxInfoFilter())
+std_logging.getLogger("absl").addFilter(_OrbaxInfoFilter())
 
 
 def _manager(directory, max_to_keep, best_metric=None, best_mode="max"):
