@@ -1,0 +1,292 @@
+"""Train frames/s of `dfe_jax.train_step.train_step` vs the PyTorch reference, alternating.
+
+  python -m benchmarks.train_step [--pairs=5] [--steps=10] [--torch_python=/tmp/venv-torch/bin/python]
+
+The reference configuration is `configs/rvq.py`'s default `config.model` and `config.loss`
+(53 features, 64-frame windows, global batch 256, width 256, 4x downsampling, residual stacks
+with dilations (9, 3, 1), code_dim 128, 6 levels sharing one 512-code EMA codebook, velocity
+loss): 4,545,973 parameters, the same as ../shared/bench/ref_torch/model.py. The step is the real
+one, jitted with the donated state and the shardings `train_lib` uses, after the k-means codebook
+initialisation, on four fixed random batches already on the device (input pipeline excluded).
+
+Each pair is one JAX round (`--steps` steps, timed from the first dispatch until the last
+state is ready) then one torch round in a worker process that runs bench.py's timed loop body
+(zero_grad, forward, loss, backward, AdamW; three warm-up steps at start, k-means included). The
+machine's speed drifts by +-25% over minutes, so only the per-pair ratio is meaningful: the
+headline is the median of the per-pair JAX/torch ratios. FLOPs are counted as the reference
+counts them (2 x MACs of every conv plus the RVQ distances, train = 3 x forward). A float32
+GEMM (2048^2, through XLA) is timed before and after; their mean is the peak. Peak memory is
+this process's maximum RSS (and the worker's). Prints one JSON line last.
+"""
+
+import functools
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+from absl import app
+from absl import flags
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from dfe_jax import features
+from dfe_jax import models
+from dfe_jax import sharding
+from dfe_jax import train_step
+
+_PAIRS = flags.DEFINE_integer("pairs", 5, "Alternating JAX / torch rounds.")
+_STEPS = flags.DEFINE_integer("steps", 10, "Timed train steps per round (bench.py times 10).")
+_WARMUP = flags.DEFINE_integer("warmup", 3, "Untimed JAX steps after compiling.")
+_TORCH_PYTHON = flags.DEFINE_string(
+    "torch_python", os.path.join(tempfile.gettempdir(), "venv-torch", "bin", "python"),
+    "Interpreter with torch + vector-quantize-pytorch ('' to skip the reference).")
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REF_DIR = os.path.join(os.path.dirname(REPO), "shared", "bench", "ref_torch")
+REFERENCE_PARAMS = 4_545_973
+REFERENCE_TRAIN_FLOPS_PER_FRAME = 12_579_840
+
+# The reference worker: bench.py's model, optimizer, data (4 pooled N(0,1) batches, seed 0) and
+# timed loop body. Three warm-up steps (the first runs k-means), then each stdin line `n` runs n
+# steps and answers the summed step time, the fastest step and its own CPU seconds.
+_TORCH_WORKER = """
+import json, os, resource, sys, time
+import torch
+sys.path.insert(0, sys.argv[1])
+from model import RVQVAE, rvqvae_loss
+B, T, D = int(sys.argv[2]), int(sys.argv[3]), 53
+torch.set_num_threads(2)
+torch.manual_seed(0)
+model = RVQVAE(shared_codebook=True)
+opt = torch.optim.AdamW(model.parameters(), lr=2e-4)
+data = torch.randn(4, B, T, D, generator=torch.Generator().manual_seed(0))
+model.train()
+step = 0
+def one():
+  global step
+  x = data[step % 4]
+  step += 1
+  t0 = time.perf_counter()
+  opt.zero_grad(set_to_none=True)
+  recon, _, commit = model(x)
+  loss, _ = rvqvae_loss(recon, x, commit)
+  loss.backward()
+  opt.step()
+  dt = time.perf_counter() - t0
+  loss.detach().item()
+  return dt
+for _ in range(3):
+  one()
+print(json.dumps({"ready": True, "params": sum(p.numel() for p in model.parameters()),
+                  "torch": torch.__version__}), flush=True)
+for line in sys.stdin:
+  c0 = sum(os.times()[:2])
+  times = [one() for _ in range(int(line))]
+  print(json.dumps({"seconds": sum(times), "min_step": min(times),
+                    "cpu_seconds": sum(os.times()[:2]) - c0,
+                    "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}),
+        flush=True)
+"""
+
+
+def reference_config():
+  """configs/rvq.py's default config with the reference's 53 FLAME features."""
+  sys.path.insert(0, os.path.join(REPO, "configs"))
+  import rvq  # pylint: disable=g-import-not-at-top
+  config = rvq.get_config()
+  config.model.feature_dim = len(features.FLAME53)
+  return config
+
+
+def analytic_flops_per_frame(model_config):
+  """(forward, train) FLOPs per input frame, counted as ref_torch/model.py counts them.
+
+  2 x MACs of every conv (biases, ReLUs and additions ignored) plus 2*K*D per latent per level
+  for the RVQ distances; train = 3 x forward.
+  """
+  c = model_config
+  width, code, k, down = c.width, c.code_dim, c.conv.kernel_size, c.downsample_log2
+  stack = sum(width * width * k + width * width for _ in c.conv.dilations)
+  enc = c.feature_dim * width * k
+  for i in range(1, down + 1):
+    enc += width * width * c.conv.down_kernel / 2 ** i + stack / 2 ** i
+  enc += width * code * k / 2 ** down
+  dec = code * width * k / 2 ** down
+  for i in range(down, 0, -1):
+    dec += stack / 2 ** i + width * width * k / 2 ** (i - 1)
+  dec += width * width * k + width * c.feature_dim * k
+  q = c.quantizer
+  rvq = 2 * q.codebook_size * code * q.num_levels / 2 ** down
+  forward = 2 * enc + 2 * dec + rvq
+  return forward, 3 * forward
+
+
+def gemm_gflops(n=2048, reps=10):
+  """fp32 n x n matmul through XLA: 2 warm-up calls, then the mean of `reps` (as bench.py)."""
+  a = jax.random.normal(jax.random.PRNGKey(1), (n, n))
+  b = jax.random.normal(jax.random.PRNGKey(2), (n, n))
+  dot = jax.jit(jnp.dot)
+  for _ in range(2):
+    dot(a, b).block_until_ready()
+  start = time.perf_counter()
+  for _ in range(reps):
+    dot(a, b).block_until_ready()
+  return 2 * n ** 3 / ((time.perf_counter() - start) / reps) / 1e9
+
+
+def _cpu_snapshot(child=None):
+  """(wall, machine busy CPU s, CPU s of this process and of `child`), for other_cores."""
+  with open("/proc/stat") as f:
+    v = [int(x) for x in f.readline().split()[1:]]
+  hz = os.sysconf("SC_CLK_TCK")
+  t = os.times()
+  own = t.user + t.system
+  if child is not None:
+    with open(f"/proc/{child.pid}/stat") as f:
+      fields = f.read().rsplit(")", 1)[1].split()
+    own += (int(fields[11]) + int(fields[12])) / hz  # utime, stime of the worker.
+  return time.perf_counter(), (v[0] + v[1] + v[2] + v[5] + v[6]) / hz, own
+
+
+def other_cores(before, after):
+  """Cores that processes other than this benchmark kept busy between two snapshots."""
+  wall = after[0] - before[0]
+  return max(0.0, ((after[1] - before[1]) - (after[2] - before[2])) / wall)
+
+
+def start_torch_worker(python, batch, frames):
+  """The reference worker process (after its warm-up), or None when it cannot run here."""
+  if not python or not os.path.exists(python) or not os.path.isdir(REF_DIR):
+    return None, None
+  worker = subprocess.Popen([python, "-c", _TORCH_WORKER, REF_DIR, str(batch), str(frames)],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+  return worker, json.loads(worker.stdout.readline())
+
+
+def torch_round(worker, steps):
+  """Runs `steps` reference steps in the worker; returns its timing answer."""
+  worker.stdin.write(f"{steps}\n")
+  worker.stdin.flush()
+  return json.loads(worker.stdout.readline())
+
+
+def main(argv):
+  del argv
+  config = reference_config()
+  batch_size, frames = config.global_batch_size, config.window_frames
+  feature_names = tuple(features.FLAME53)
+  mesh = sharding.make_mesh()
+  replicated, data_sharding = sharding.replicated(mesh), sharding.data_sharding(mesh)
+
+  model = models.get_model(config.model)
+  optimizer = train_step.make_optimizer(config)
+  state = jax.jit(functools.partial(train_step.create_state, model, optimizer,
+                                    window_frames=frames, num_features=len(feature_names)),
+                  out_shardings=replicated)(jax.random.PRNGKey(config.seed))
+  num_params = sum(int(np.prod(p.shape)) for p in jax.tree.leaves(state.params))
+  rng = np.random.default_rng(0)
+  batches = [{"x": jax.device_put(rng.standard_normal((batch_size, frames, len(feature_names)),
+                                                      np.float32), data_sharding),
+              "mask": jax.device_put(np.ones((batch_size, frames), bool), data_sharding)}
+             for _ in range(4)]
+  state = jax.jit(functools.partial(train_step.init_codebooks, model),
+                  out_shardings=replicated)(state, batches[0])
+  # Exactly train_lib's step: donated state, replicated state, batch split over `data`.
+  step_fn = jax.jit(
+      functools.partial(train_step.train_step, model, optimizer, config.loss, feature_names),
+      in_shardings=(replicated, data_sharding), out_shardings=(replicated, replicated),
+      donate_argnums=0)
+  compile_start = time.perf_counter()
+  state, metrics = step_fn(state, batches[0])
+  jax.block_until_ready(metrics)
+  compile_seconds = time.perf_counter() - compile_start
+  for i in range(_WARMUP.value):
+    state, metrics = step_fn(state, batches[(i + 1) % 4])
+  jax.block_until_ready(metrics)
+  count = [_WARMUP.value + 1]
+
+  def jax_round(steps):
+    nonlocal state, metrics
+    start = time.perf_counter()
+    for _ in range(steps):
+      state, metrics = step_fn(state, batches[count[0] % 4])
+      count[0] += 1
+    jax.block_until_ready((state, metrics))
+    return time.perf_counter() - start
+
+  forward_flops, train_flops = analytic_flops_per_frame(config.model)
+  assert train_flops == REFERENCE_TRAIN_FLOPS_PER_FRAME, train_flops
+  step_frames = batch_size * frames
+  load_start = os.getloadavg()
+  gemm_pre = gemm_gflops()
+  worker, info = start_torch_worker(_TORCH_PYTHON.value, batch_size, frames)
+  if worker is not None and info["params"] != num_params:
+    print(f"warning: torch has {info['params']} parameters, JAX {num_params}", flush=True)
+  jax_fps, torch_fps, ratios, busy, torch_rss = [], [], [], [], 0.0
+  try:
+    for pair in range(_PAIRS.value):
+      before = _cpu_snapshot(worker)
+      seconds = jax_round(_STEPS.value)
+      busy.append(other_cores(before, _cpu_snapshot(worker)))
+      jax_fps.append(step_frames * _STEPS.value / seconds)
+      line = (f"pair {pair}: jax {jax_fps[-1]:,.0f} frames/s "
+              f"({jax_fps[-1] * train_flops / 1e9:.1f} GFLOP/s, others {busy[-1]:.2f} cores)")
+      if worker is not None:
+        before = _cpu_snapshot(worker)
+        result = torch_round(worker, _STEPS.value)
+        busy.append(other_cores(before, _cpu_snapshot(worker)))
+        torch_rss = result["peak_rss_mb"]
+        torch_fps.append(step_frames * _STEPS.value / result["seconds"])
+        ratios.append(jax_fps[-1] / torch_fps[-1])
+        line += (f", torch {torch_fps[-1]:,.0f} frames/s (others {busy[-1]:.2f} cores): "
+                 f"jax/torch {ratios[-1]:.3f}")
+      print(line + f"; load {os.getloadavg()[0]:.1f}", flush=True)
+  finally:
+    if worker is not None:
+      worker.stdin.close()
+      worker.wait()
+  gemm_post = gemm_gflops()
+  gemm = 0.5 * (gemm_pre + gemm_post)
+  fps = statistics.median(jax_fps)
+  gflops = fps * train_flops / 1e9
+  result = {
+      "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+      "jax": jax.__version__, "backend": jax.default_backend(), "devices": jax.device_count(),
+      "xla_flags": os.environ.get("XLA_FLAGS", ""),
+      "params": num_params, "reference_params": REFERENCE_PARAMS,
+      "batch": batch_size, "frames": frames, "steps_per_round": _STEPS.value,
+      "compile_and_first_step_s": compile_seconds,
+      "train_frames_per_s": fps, "train_frames_per_s_all": jax_fps,
+      "flops_per_frame_fwd": forward_flops, "flops_per_frame_train_3x": train_flops,
+      "train_gflops_achieved": gflops,
+      "gemm_gflops_pre": gemm_pre, "gemm_gflops_post": gemm_post, "gemm_gflops": gemm,
+      "train_over_gemm_peak": gflops / gemm,
+      "torch_train_frames_per_s": statistics.median(torch_fps) if torch_fps else None,
+      "torch_train_frames_per_s_all": torch_fps,
+      "jax_over_torch_all": ratios,
+      "jax_over_torch_median": statistics.median(ratios) if ratios else None,
+      "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+      "torch_peak_rss_mb": torch_rss or None,
+      "other_cores_all": busy, "other_cores_max": max(busy) if busy else None,
+      "loadavg_start": load_start, "loadavg_end": os.getloadavg(),
+      "final_loss": float(metrics["train/loss/total"]),
+  }
+  print(f"train {fps:,.0f} frames/s | {train_flops:,.0f} FLOP/frame (3 x {forward_flops:,.0f}) | "
+        f"{gflops:.1f} GFLOP/s | GEMM 2048^2 {gemm:.1f} GFLOP/s (pre {gemm_pre:.1f}, post "
+        f"{gemm_post:.1f}) | {gflops / gemm:.2f} of peak | peak RSS {result['peak_rss_mb']:,.0f} "
+        "MB", flush=True)
+  if ratios:
+    print("jax/torch per pair: " + ", ".join(f"{r:.3f}" for r in ratios)
+          + f" | median {result['jax_over_torch_median']:.3f} | torch median "
+          f"{result['torch_train_frames_per_s']:,.0f} frames/s", flush=True)
+  print(json.dumps(result))
+
+
+if __name__ == "__main__":
+  app.run(main)
