@@ -13,6 +13,8 @@ from absl import logging
 import jax
 import orbax.checkpoint as ocp
 
+from dfe_jax import outputs
+
 _ITEMS = ("state", "meta")
 
 
@@ -42,6 +44,7 @@ class Checkpoints:
   """`workdir/checkpoints` keeps the latest `keep` steps; `workdir/best` the best one."""
 
   def __init__(self, workdir, keep, best_metric, best_mode):
+    workdir = outputs.absolute(workdir)
     self.best_metric = best_metric
     self.latest = _manager(os.path.join(workdir, "checkpoints"), keep)
     self.best = _manager(os.path.join(workdir, "best"), 1, best_metric, best_mode)
@@ -80,7 +83,8 @@ class Checkpoints:
           state=ocp.args.StandardRestore(_abstract(fresh_state)), meta=ocp.args.JsonRestore()))
       return restored["state"], f"resumed from step {step}"
     if init_from:
-      source = ocp.CheckpointManager(os.path.join(init_from, "checkpoints"), item_names=_ITEMS,
+      source = ocp.CheckpointManager(os.path.join(outputs.absolute(init_from), "checkpoints"),
+                                     item_names=_ITEMS,
                                      options=ocp.CheckpointManagerOptions(read_only=True))
       init_step = source.latest_step()
       if init_step is None:

@@ -79,7 +79,7 @@ def export(trained, output, overwrite=False):
       "fps": trained.info["fps"],
       "normalization_mode": trained.info["normalization"]["mode"],
       "arrays": {k: list(v.shape) for k, v in arrays.items()},
-      **train_lib.provenance(),
+      **train_lib.run_provenance(),
   }
   parent = os.path.dirname(output)
   if parent:

@@ -52,6 +52,11 @@ def load_npz(path):
       return {k: data[k] for k in data.files}
 
 
+def absolute(path):
+  """`path` made absolute unless it is a URL (gs://...); Orbax refuses relative paths."""
+  return path if "://" in path else os.path.abspath(path)
+
+
 def join(*parts):
   """Joins path parts; works for local paths and gs:// URLs alike."""
   return os.path.join(*parts)

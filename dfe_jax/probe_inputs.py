@@ -80,8 +80,9 @@ def task_labels(manifest, column, declared_type):
   classification task, more numeric values a regression task.
   """
   if column not in manifest.columns:
-    raise ProbeInputError(f"{manifest.path}: no label column '{column}' (columns: "
-                          f"{', '.join(c for c in manifest.columns if c not in RESERVED_COLUMNS)})")
+    labels = [c for c in manifest.columns if c not in RESERVED_COLUMNS]
+    raise ProbeInputError(f"{manifest.path}: no label column '{column}' (" + (
+        f"label columns: {', '.join(labels)})" if labels else "the manifest has no label columns)"))
   raw = [(r.get(column) or "").strip() for r in manifest.rows]
   present = np.array([v.lower() not in MISSING_VALUES for v in raw])
   values = [v for v, p in zip(raw, present) if p]

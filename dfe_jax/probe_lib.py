@@ -257,6 +257,9 @@ def _run_probes(config, output_dir, overwrite):
   representations = build_representations(config, manifest, tokens, token_index, log)
   task_names = _as_list(config.tasks) or [
       c for c in manifest.columns if c not in probe_inputs.RESERVED_COLUMNS]
+  if not task_names:
+    raise ProbeInputError(f"{config.manifest}: no label columns to probe (add label columns, "
+                          "or per-subject labels with config.subject_labels)")
   declared = dict(item.split(":") for item in _as_list(config.task_types))
   results = {"tasks": {}, "metrics": {}}
   for task in task_names:

@@ -128,7 +128,7 @@ def train_and_evaluate(config, workdir, mesh=None):
   state, origin = checkpoints.restore(state, config.get("init_from", ""))
   start_step = int(jax.device_get(state.step))
   logging.info("train: %s; %d devices, %d processes, global batch %d", origin,
-               jax.device_count(), jax.process_count(), config.global_batch_size)
+               mesh.devices.size, jax.process_count(), config.global_batch_size)
 
   step_fn = jax.jit(
       functools.partial(train_step.train_step, model, optimizer, config.loss, feature_names),

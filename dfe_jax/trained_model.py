@@ -11,6 +11,7 @@ import orbax.checkpoint as ocp
 from tensorflow.io import gfile
 
 from dfe_jax import models
+from dfe_jax import outputs
 from dfe_jax import train_step
 
 
@@ -35,7 +36,7 @@ def load(workdir, step=None, best=False):
   """Restores the latest (or `step`, or the best) checkpoint of `workdir`."""
   config = ml_collections.ConfigDict(_read_json(os.path.join(workdir, "config.json"))["config"])
   info = _read_json(os.path.join(workdir, "dataset.json"))
-  directory = os.path.join(workdir, "best" if best else "checkpoints")
+  directory = os.path.join(outputs.absolute(workdir), "best" if best else "checkpoints")
   manager = ocp.CheckpointManager(directory, item_names=("state", "meta"),
                                   options=ocp.CheckpointManagerOptions(read_only=True))
   step = manager.latest_step() if step is None else step

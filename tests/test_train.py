@@ -69,9 +69,11 @@ def test_eight_devices_match_one_device(small_shards, tmp_path):
     np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5)
 
 
-def test_workdir_holds_config_provenance_dataset_metrics_and_best(small_shards, tmp_path):
+def test_workdir_holds_config_provenance_dataset_metrics_and_best(small_shards, tmp_path,
+                                                                 monkeypatch):
+  monkeypatch.chdir(tmp_path)
+  final = train_lib.train_and_evaluate(tiny_config(small_shards), "run")  # a relative workdir
   workdir = str(tmp_path / "run")
-  final = train_lib.train_and_evaluate(tiny_config(small_shards), workdir)
   config = json.load(open(os.path.join(workdir, "config.json")))
   assert config["config"]["model"]["feature_dim"] == 53
   assert "jax" in config["versions"] and config["git_revision"]
