@@ -26,7 +26,11 @@ import rvq  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
 def tiny_config(data_dir, **overrides):
+  """configs/rvq.py:smoke cut further: these tests check the loop, not the model."""
   config = rvq.get_config("smoke")
+  config.model.conv.dilations = (1,)
+  config.model.quantizer.num_levels = 2
+  config.model.quantizer.codebook_size = 16
   config.data_dir = data_dir
   config.total_steps = 8
   config.checkpoint_every_steps = 4
@@ -157,7 +161,8 @@ def test_two_local_processes_match_one_process_on_the_same_global_batches(small_
                                                                            tmp_path):
   config_flags = ["--config=configs/rvq.py:smoke", "--config.total_steps=4",
                   "--config.eval_every_steps=4", "--config.checkpoint_every_steps=4",
-                  f"--data_dir={small_shards}"]
+                  "--config.model.conv.dilations=(1,)", "--config.model.quantizer.num_levels=2",
+                  "--config.model.quantizer.codebook_size=16", f"--data_dir={small_shards}"]
   env = dict(os.environ, PORT=str(23000 + os.getpid() % 1000), JAX_PLATFORMS="cpu")
   run = subprocess.run(["bash", "launch/multiprocess_local.sh", "2", *config_flags,
                         f"--workdir={tmp_path}/multi"], cwd=REPO, env=env,
