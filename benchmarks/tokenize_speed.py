@@ -1,6 +1,6 @@
 """Tokenization frames/s: JAX path vs NumPy path vs the PyTorch reference, alternating.
 
-  python -m benchmarks.tokenize [--pairs=5] [--torch_python=/tmp/venv-torch/bin/python]
+  python benchmarks/tokenize_speed.py [--pairs=5] [--torch_python=/tmp/venv-torch/bin/python]
 
 The reference configuration (configs/rvq.py: width 256, 4x downsampling, dilations (9,3,1),
 code_dim 128, 6 levels of a shared 512-code codebook) with random weights encodes 32 videos of
@@ -14,20 +14,13 @@ GFLOP/s (2048^2 fp32 through XLA) before and after gives the fraction of peak. P
 line last.
 """
 
+import json
+import os
+import statistics
+import subprocess
 import sys
-
-# Run as a script, this file's folder would come first on sys.path and this file would shadow
-# the standard library's `tokenize` (which `inspect` imports): drop that folder.
-if sys.path and sys.path[0] == __import__("os").path.dirname(__import__("os").path.abspath(
-    __file__)):
-  del sys.path[0]
-
-import json  # pylint: disable=g-import-not-at-top,wrong-import-position
-import os  # pylint: disable=g-import-not-at-top,wrong-import-position
-import statistics  # pylint: disable=g-import-not-at-top,wrong-import-position
-import subprocess  # pylint: disable=g-import-not-at-top,wrong-import-position
-import tempfile  # pylint: disable=g-import-not-at-top,wrong-import-position
-import time  # pylint: disable=g-import-not-at-top,wrong-import-position
+import tempfile
+import time
 
 from absl import app
 from absl import flags
