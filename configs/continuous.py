@@ -7,22 +7,11 @@ trains for seconds). Expected result: lower reconstruction error than configs/rv
 is discretised); its value is as the probes' continuous baseline. Model keys are documented in configs/rvq.py.
 """
 
-import importlib.util
-import os
-
 import ml_collections
 
+from dfe_jax import config_files
 
-def _sibling(name):
-  """Loads configs/<name>.py by path, so the config works from any working directory."""
-  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), f"{name}.py")
-  spec = importlib.util.spec_from_file_location(f"dfe_configs_{name}", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
-rvq = _sibling("rvq")
+rvq = config_files.sibling(__file__, "rvq")
 
 
 def get_config(arg=None):
