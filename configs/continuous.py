@@ -7,7 +7,6 @@ trains for seconds). Expected result: lower reconstruction error than configs/rv
 is discretised); its value is as the probes' continuous baseline. Model keys are documented in configs/rvq.py.
 """
 
-import ml_collections
 
 from dfe_jax import config_files
 

@@ -8,7 +8,6 @@ sparsity ablations available through `config.loss`). Command:
 Model keys are documented in configs/rvq.py.
 """
 
-import ml_collections
 
 from dfe_jax import config_files
 

@@ -6,7 +6,6 @@
 
 from absl import app
 from absl import flags
-from absl import logging
 
 from dfe_jax import outputs
 from dfe_jax import readers

@@ -11,7 +11,6 @@ import time
 from absl import logging
 import jax
 import ml_collections
-import numpy as np
 from tensorflow.io import gfile
 
 from dfe_jax import checkpointing
