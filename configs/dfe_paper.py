@@ -8,7 +8,6 @@ sparsity ablations available through `config.loss`). Command:
 Model keys are documented in configs/rvq.py.
 """
 
-
 from dfe_jax import config_files
 
 rvq = config_files.sibling(__file__, "rvq")
