@@ -5,7 +5,7 @@
 The reference configuration (configs/rvq.py: width 256, 4x downsampling, dilations (9,3,1),
 code_dim 128, 6 levels of a shared 512-code codebook) with random weights encodes 32 videos of
 1,024 frames (encoder + RVQ, as ../shared/bench/ref_torch/ times it), through
-`tokenize_lib.ChunkedEncoder` (JAX) and `numpy_tokenizer.NumpyTokenizer` (NumPy). When a torch
+`chunked_encoder.ChunkedEncoder` (JAX) and `numpy_tokenizer.NumpyTokenizer` (NumPy). When a torch
 interpreter with the reference's packages exists (`../shared/bench/ref_torch/run.sh` makes
 `venv-torch` in the temp folder), the reference model runs in a worker process and the script
 alternates JAX, torch and NumPy rounds, reporting the median JAX/torch and JAX/NumPy ratios
@@ -29,11 +29,11 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from dfe_jax import chunked_encoder
 from dfe_jax import export_lib
 from dfe_jax import features
 from dfe_jax import models
 from dfe_jax import numpy_tokenizer
-from dfe_jax import tokenize_lib
 from dfe_jax import trained_model
 
 _PAIRS = flags.DEFINE_integer("pairs", 5, "Alternating JAX / torch rounds.")
@@ -153,7 +153,7 @@ def main(argv):
   rng = np.random.default_rng(0)
   videos = [(rng.standard_normal((_VIDEO_FRAMES.value, 53)).astype(np.float32),
              np.ones(_VIDEO_FRAMES.value, bool)) for _ in range(_NUM_VIDEOS.value)]
-  encoder = tokenize_lib.ChunkedEncoder(trained, chunk_frames=4096, batch_frames=frames)
+  encoder = chunked_encoder.ChunkedEncoder(trained, chunk_frames=4096, batch_frames=frames)
   tok = numpy_tokenizer.NumpyTokenizer({k: np.asarray(v) for k, v in
                                         export_lib.export_arrays(trained).items()})
   jax_run = lambda: encoder.encode(videos)

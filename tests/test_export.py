@@ -10,6 +10,7 @@ import os
 import numpy as np
 import pytest
 
+from dfe_jax import chunked_encoder
 from dfe_jax import export_lib
 from dfe_jax import ingest_lib
 from dfe_jax import numpy_tokenizer
@@ -91,7 +92,7 @@ def test_numpy_codes_and_decoding_match_jax_on_validation_videos(trained, export
   val = {v["video_id"] for v in _videos(small_shards) if v["split"] == "val"}
   rows = [r for r in ingest_lib.read_manifest(small_corpus) if r["video_id"] in val]
   assert rows
-  encoder = tokenize_lib.ChunkedEncoder(trained, chunk_frames=128)
+  encoder = chunked_encoder.ChunkedEncoder(trained, chunk_frames=128)
   compared = differing = 0
   for row in rows:
     video = ingest_lib.load_and_resample(row, info["fps"])

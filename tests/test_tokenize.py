@@ -12,6 +12,7 @@ import numpy as np
 import ml_collections
 import pytest
 
+from dfe_jax import chunked_encoder
 from dfe_jax import models
 from dfe_jax.models import quantizer as vq
 from dfe_jax import outputs
@@ -65,14 +66,14 @@ def test_receptive_field_of_reference_model_is_86_frames():
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   # stem 1 + (down 1 + 2*13) + (down 2*1 + 4*13) + out 4
-  assert tokenize_lib.receptive_field_frames(module.get_config().model) == 86
+  assert chunked_encoder.receptive_field_frames(module.get_config().model) == 86
 
 
 @pytest.mark.parametrize("chunk_frames", [64, 200, 4096])
 def test_chunked_codes_equal_whole_video_codes(trained, chunk_frames):
   x, valid = long_video(2501, trained.info["num_features"])  # Not a multiple of 4 on purpose.
   codes_ref, latents_ref, mask_ref = whole_video_codes(trained, x, valid)
-  encoder = tokenize_lib.ChunkedEncoder(trained, chunk_frames=chunk_frames, batch_frames=2048)
+  encoder = chunked_encoder.ChunkedEncoder(trained, chunk_frames=chunk_frames, batch_frames=2048)
   codes, latents, mask = tokenize_lib.encode_video(trained, x, valid, encoder)
   np.testing.assert_array_equal(mask, mask_ref)
   np.testing.assert_allclose(latents, latents_ref, atol=2e-5, rtol=1e-5)
@@ -111,7 +112,7 @@ def test_model_variants_chunked_equal_whole(changes):
   trained = random_model(**changes)
   x, valid = long_video(257, 12, seed=3)
   codes_ref, latents_ref, mask_ref = whole_video_codes(trained, x, valid)
-  encoder = tokenize_lib.ChunkedEncoder(trained, chunk_frames=64, batch_frames=512)
+  encoder = chunked_encoder.ChunkedEncoder(trained, chunk_frames=64, batch_frames=512)
   codes, latents, mask = tokenize_lib.encode_video(trained, x, valid, encoder)
   np.testing.assert_array_equal(mask, mask_ref)
   np.testing.assert_allclose(latents, latents_ref, atol=2e-5, rtol=1e-5)
@@ -138,14 +139,14 @@ def test_fast_nearest_code_equals_the_quantizers_including_ties():
   x = np.concatenate([rng.normal(size=(500, 8)), codebook[[7, 40, 3]],
                       1e3 * rng.normal(size=(20, 8))]).astype(np.float32)
   for cosine in (False, True):
-    got = np.asarray(tokenize_lib.nearest_code(jnp.asarray(x), jnp.asarray(codebook), cosine))
+    got = np.asarray(chunked_encoder.nearest_code(jnp.asarray(x), jnp.asarray(codebook), cosine))
     np.testing.assert_array_equal(got, vq.nearest_code(jnp.asarray(x), jnp.asarray(codebook),
                                                        cosine))
     assert got[500] == got[501] == 7
 
 
 def test_one_compile_per_bucket(trained):
-  encoder = tokenize_lib.ChunkedEncoder(trained, chunk_frames=256, batch_frames=1024)
+  encoder = chunked_encoder.ChunkedEncoder(trained, chunk_frames=256, batch_frames=1024)
   lengths = [5, 17, 63, 64, 65, 100, 130, 200, 255, 300, 1000, 1001]
   videos = [long_video(n, trained.info["num_features"], seed=n) for n in lengths]
   results = encoder.encode(videos)

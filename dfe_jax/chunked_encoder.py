@@ -1,0 +1,225 @@
+"""The JAX encoder for tokenization: videos of any length in bucketed, jitted chunks.
+
+**Chunking rule.** A video is encoded as windows: centres of `chunk_frames` frames (a multiple
+of the downsampling factor f = 2**downsample_log2) with `context` frames of real neighbours on
+each side, where `context` is the encoder's one-sided receptive field rounded up to a multiple
+of f. Only the centre's latent steps are kept. Every convolution of the window sees exactly the
+inputs it would see in the whole video, and past the video's end (padded to a multiple of f, as
+`Model.encode` does) each layer's input is zeroed, which is what the convolutions' own zero
+padding does there. So chunked codes equal `Model.encode` on the whole video at once, up to
+float rounding (an exact tie between two codes may then break differently); the test checks it.
+
+**Bucketing.** Windows are padded to one of a few bucket lengths (64 * 2**k frames, and the
+longest window) and batched `batch_frames // bucket` at a time, so `jax.jit` compiles once per
+bucket, not once per length. The encoder runs as plain matmuls (im2col) in float32, which is
+several times faster on CPU than XLA's dilated convolutions and computes the same function.
+
+Shape legend: B batch (windows), T frames, F features, S latent steps, D code_dim, L levels.
+"""
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from dfe_jax.models import quantizer as vq
+
+_MIN_BUCKET = 64
+
+
+def downsample_factor(model_config):
+  """Frames per latent step: 2**downsample_log2 (1 for the per-frame transformer)."""
+  return 2 ** model_config.downsample_log2 if model_config.name == "temporal_conv" else 1
+
+
+def _max_pad(kernel, dilation=1, stride=1):
+  """The larger side of `temporal_conv._conv`'s padding: how far past its own block it reads."""
+  total = dilation * (kernel - 1) - (stride - 1)
+  return total - total // 2
+
+
+def receptive_field_frames(model_config):
+  """How many frames either side of a latent step's own frames can change its code."""
+  if model_config.name != "temporal_conv":
+    return 0
+  c = model_config.conv
+  # Reaches add up layer by layer, each in frames of its input's resolution.
+  reach, stride = _max_pad(c.kernel_size), 1
+  for _ in range(model_config.downsample_log2):
+    reach += stride * _max_pad(c.down_kernel, stride=2)
+    stride *= 2
+    reach += stride * sum(_max_pad(c.kernel_size, d) for d in c.dilations)
+  return reach + stride * _max_pad(c.kernel_size)
+
+
+def _round_up(n, multiple):
+  return -(-n // multiple) * multiple
+
+
+def _conv(x_BTC, conv, dilation=1, stride=1):
+  """`temporal_conv._conv` (symmetric 'same' padding) as one im2col matmul in float32."""
+  kernel, bias = conv["kernel"].astype(jnp.float32), conv["bias"].astype(jnp.float32)
+  taps, channels, out = kernel.shape
+  total = dilation * (taps - 1) - (stride - 1)
+  left = total // 2
+  steps = x_BTC.shape[1] // stride
+  x_pad = jnp.pad(x_BTC, ((0, 0), (left, total - left), (0, 0))) if total else x_BTC
+  cols = [jax.lax.slice_in_dim(x_pad, j * dilation, j * dilation + stride * (steps - 1) + 1,
+                               stride, axis=1) for j in range(taps)]
+  cols = cols[0] if taps == 1 else jnp.concatenate(cols, axis=-1)
+  return jnp.dot(cols, kernel.reshape(taps * channels, out)) + bias
+
+
+def temporal_conv_encode(params, model_config, x_BTF, valid_BT, length_B):
+  """The temporal conv encoder of `params` on windows whose sequence ends at `length_B` frames.
+
+  Positions at or past a window's length are zeroed before every convolution that mixes time,
+  as the convolutions' zero padding would do at the end of a sequence of that length.
+  """
+  c = model_config.conv
+  frames = x_BTF.shape[1]
+
+  def masked(h_BTC):
+    factor = frames // h_BTC.shape[1]
+    keep_BT = jnp.arange(h_BTC.shape[1])[None, :] * factor < length_B[:, None]
+    return jnp.where(keep_BT[..., None], h_BTC, 0.0)
+
+  p = params["encoder"]
+  n = model_config.downsample_log2
+  h = jnp.where(valid_BT[..., None], x_BTF, 0.0).astype(jnp.float32)
+  h = jax.nn.relu(_conv(h, p["Conv_0"]))
+  for stage in range(n):
+    h = _conv(masked(h), p[f"Conv_{stage + 1}"], stride=2)
+    stack = p[f"ResStack_{stage}"]
+    for i, dilation in enumerate(c.dilations):
+      r = _conv(masked(jax.nn.relu(h)), stack[f"Conv_{2 * i}"], dilation=dilation)
+      h = h + _conv(jax.nn.relu(r), stack[f"Conv_{2 * i + 1}"])
+  return _conv(masked(h), p[f"Conv_{n + 1}"])
+
+
+def nearest_code(x_NE, codebook_KE, cosine=False):
+  """`quantizer.nearest_code` (lowest index on ties) with an argmin over integer keys.
+
+  Non-negative floats order like their bit patterns, and the xor maps negative ones below
+  them in the same order, so the int32 argmin picks the float argmin; XLA's float argmin
+  also tracks NaNs and runs several times slower on CPU.
+  """
+  if cosine:
+    x_NE, codebook_KE = vq.l2_normalize(x_NE), vq.l2_normalize(codebook_KE)
+  d_NK = vq.squared_distances(x_NE, codebook_KE)
+  bits_NK = jax.lax.bitcast_convert_type(jnp.where(d_NK == 0.0, 0.0, d_NK), jnp.int32)
+  return jnp.argmin(bits_NK ^ ((bits_NK >> 31) & 0x7FFFFFFF), axis=-1).astype(jnp.int32)
+
+
+def residual_codes(variables, quantizer_config, z_ND):
+  """Codes [N, L] of latents: `quantizer.residual_quantize` in eval mode, all levels."""
+  q = quantizer_config
+  if q.kind != "rvq":
+    return jnp.zeros((z_ND.shape[0], 0), jnp.int32)
+  params = variables["params"].get("quantizer", {})
+  residual_NE = z_ND.astype(jnp.float32)
+  if q.lookup_dim:
+    residual_NE = residual_NE @ params["project_in"]["kernel"] + params["project_in"]["bias"]
+  codebooks_CKE = (variables["vq_stats"]["quantizer"]["codebook"] if q.learning == "ema"
+                   else params["codebook"]).astype(jnp.float32)
+  codes = []
+  for level in range(q.num_levels):
+    codebook_KE = codebooks_CKE[vq.codebook_index(level, codebooks_CKE.shape[0])]
+    idx_N = nearest_code(residual_NE, codebook_KE, q.cosine)
+    codes.append(idx_N)
+    residual_NE = residual_NE - jnp.take(codebook_KE, idx_N, axis=0)
+  return jnp.stack(codes, axis=1)
+
+
+def _encode_batch(model, model_config, variables, x_BTF, valid_BT, length_B):
+  """(codes [B, S, L], latents [B, S, D], latent valid [B, S]) of a batch of windows."""
+  batch, frames, _ = x_BTF.shape
+  factor = downsample_factor(model_config)
+  if model_config.name == "temporal_conv":
+    z_BSD = temporal_conv_encode(variables["params"], model_config, x_BTF, valid_BT, length_B)
+  else:  # Frames are independent: padding cannot change the others.
+    z_BSD = model.apply(variables, x_BTF, valid_BT,
+                        method=lambda m, x, v: m.encoder(x, v)).astype(jnp.float32)
+  steps = frames // factor
+  mask_BS = jnp.any(valid_BT.reshape(batch, steps, factor), axis=-1)
+  codes_NL = residual_codes(variables, model_config.quantizer, z_BSD.reshape(batch * steps, -1))
+  return codes_NL.reshape(batch, steps, -1), z_BSD, mask_BS
+
+
+@dataclasses.dataclass(frozen=True)
+class _Window:
+  video: int        # Index of the video in the encoded list.
+  start: int        # First frame of the window.
+  length: int       # Frames up to the sequence end or the right context, a multiple of f.
+  keep_begin: int   # Latent steps of the window that belong to the centre: [begin, end).
+  keep_end: int
+
+
+class ChunkedEncoder:
+  """Encodes normalised videos of any length in bucketed, jitted batches of windows."""
+
+  def __init__(self, trained, chunk_frames=4096, batch_frames=32768):
+    config = trained.config.model
+    self.factor = downsample_factor(config)
+    self.context = _round_up(receptive_field_frames(config), self.factor)
+    self.chunk_frames = _round_up(max(chunk_frames, self.factor), self.factor)
+    self.batch_frames = batch_frames
+    self.num_features = trained.info["num_features"]
+    self.variables = trained.variables
+    longest = self.chunk_frames + 2 * self.context
+    self.buckets = [b for b in (_MIN_BUCKET * 2 ** k for k in range(32)) if b < longest]
+    self.buckets = [_round_up(b, self.factor) for b in self.buckets] + [longest]
+    self._encode = jax.jit(functools.partial(_encode_batch, trained.model, config))
+
+  def windows(self, video, num_frames):
+    """The windows that cover a video of `num_frames` frames (see the module docstring)."""
+    padded = _round_up(num_frames, self.factor)
+    out = []
+    for begin in range(0, padded, self.chunk_frames):
+      end = min(begin + self.chunk_frames, padded)
+      start = max(0, begin - self.context)
+      stop = min(padded, end + self.context)
+      out.append(_Window(video, start, stop - start, (begin - start) // self.factor,
+                         (end - start) // self.factor))
+    return out
+
+  def bucket(self, length):
+    """The smallest bucket length that holds a window of `length` frames."""
+    return next(b for b in self.buckets if b >= length)
+
+  def encode(self, videos):
+    """[(x [T, F] normalised, valid [T])] -> [(codes [S, L], latents [S, D], valid [S])]."""
+    windows = [w for v, (x, _) in enumerate(videos) for w in self.windows(v, len(x))]
+    by_bucket = {}
+    for w in windows:
+      by_bucket.setdefault(self.bucket(w.length), []).append(w)
+    pending = []
+    for bucket, group in sorted(by_bucket.items()):
+      size = max(1, self.batch_frames // bucket)
+      for i in range(0, len(group), size):
+        batch = group[i:i + size]
+        x = np.zeros((size, bucket, self.num_features), np.float32)
+        valid = np.zeros((size, bucket), bool)
+        length = np.zeros((size,), np.int32)
+        for row, w in enumerate(batch):
+          vx, vvalid = videos[w.video]
+          stop = min(w.start + w.length, len(vx))
+          x[row, :stop - w.start] = vx[w.start:stop]
+          valid[row, :stop - w.start] = vvalid[w.start:stop]
+          length[row] = w.length
+        # Dispatch is asynchronous: every batch is queued before the first result is read.
+        pending.append((batch, self._encode(self.variables, x, valid, length)))
+    pieces = {}
+    for batch, result in pending:
+      codes, latents, mask = jax.device_get(result)
+      for row, w in enumerate(batch):
+        keep = slice(w.keep_begin, w.keep_end)
+        pieces.setdefault(w.video, []).append((w.start, codes[row, keep], latents[row, keep],
+                                               mask[row, keep]))
+    results = []
+    for v in range(len(videos)):
+      parts = sorted(pieces[v], key=lambda p: p[0])
+      results.append(tuple(np.concatenate([p[k] for p in parts]) for k in (1, 2, 3)))
+    return results
