@@ -10,9 +10,8 @@ zeros with `valid=False`. A `manifest.csv` beside them feeds `python -m dfe_jax.
 A video that cannot be opened or yields no frame fails alone (the batch goes on); one that
 stops early (truncated) is kept with a warning naming decoded vs declared frame counts.
 
-Several faces: FaceLandmarker reports up to `max_faces`; the first frame with faces picks the
-largest (landmark bounding-box area), later frames follow that face by bounding-box IoU with
-its last box, then by centroid distance, and pick the largest again only when neither matches.
+Several faces: FaceLandmarker reports up to `max_faces`; `face_tracking.select_face` keeps the
+largest and follows it across frames.
 """
 
 import concurrent.futures
@@ -35,15 +34,12 @@ import numpy as np
 
 from dfe_jax import action_units
 from dfe_jax import face_model
+from dfe_jax import face_tracking
 from dfe_jax import features
 
 HEAD_ROTATION_NAMES = ("head_pitch", "head_yaw", "head_roll")
 NUM_LANDMARKS = 478
 MANIFEST_COLUMNS = ("video_id", "subject_id", "path", "video_path")
-# Below this IoU with the tracked box a face counts as someone else, unless its centre is within
-# half the tracked box's diagonal (fast motion can drop IoU while the face is still the same).
-MIN_TRACK_IOU = 0.3
-MAX_CENTRE_SHIFT = 0.5
 
 
 class VideoError(Exception):
@@ -133,58 +129,6 @@ def _check_unique(entries):
     seen[entry.video_id] = entry.video_path
 
 
-def face_box(points_xy):
-  """Returns the (x0, y0, x1, y1) bounding box of landmark points [N, 2]."""
-  lo, hi = points_xy.min(axis=0), points_xy.max(axis=0)
-  return (float(lo[0]), float(lo[1]), float(hi[0]), float(hi[1]))
-
-
-def _area(box):
-  return max(0.0, box[2] - box[0]) * max(0.0, box[3] - box[1])
-
-
-def iou(a, b):
-  """Intersection over union of two (x0, y0, x1, y1) boxes."""
-  inter = _area((max(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), min(a[3], b[3])))
-  union = _area(a) + _area(b) - inter
-  return inter / union if union > 0 else 0.0
-
-
-def select_face(boxes, tracked):
-  """Index of the face to keep among `boxes` given the tracked box (None: none yet)."""
-  if not boxes:
-    return None
-  largest = max(range(len(boxes)), key=lambda i: _area(boxes[i]))
-  if tracked is None:
-    return largest
-  overlaps = [iou(box, tracked) for box in boxes]
-  best = int(np.argmax(overlaps))
-  if overlaps[best] >= MIN_TRACK_IOU:
-    return best
-  centre = np.array([(tracked[0] + tracked[2]) / 2, (tracked[1] + tracked[3]) / 2])
-  shifts = [np.linalg.norm(np.array([(b[0] + b[2]) / 2, (b[1] + b[3]) / 2]) - centre)
-            for b in boxes]
-  nearest = int(np.argmin(shifts))
-  diagonal = math.hypot(tracked[2] - tracked[0], tracked[3] - tracked[1])
-  if shifts[nearest] <= MAX_CENTRE_SHIFT * diagonal:
-    return nearest
-  return largest
-
-
-def head_rotation(matrix):
-  """(pitch, yaw, roll) in radians from a 4x4 facial transformation matrix.
-
-  The rotation is R = Rz(roll) @ Ry(yaw) @ Rx(pitch) in MediaPipe's canonical face frame
-  (x to the face's side, y up, z towards the camera); scale is divided out first.
-  """
-  rot = np.asarray(matrix, np.float64)[:3, :3]
-  rot = rot / np.linalg.norm(rot, axis=0, keepdims=True)
-  pitch = math.atan2(rot[2, 1], rot[2, 2])
-  yaw = math.atan2(-rot[2, 0], math.hypot(rot[2, 1], rot[2, 2]))
-  roll = math.atan2(rot[1, 0], rot[0, 0])
-  return pitch, yaw, roll
-
-
 class _HideTensorFlow(importlib.abc.MetaPathFinder):
   """Makes `import tensorflow` fail while mediapipe is imported.
 
@@ -259,13 +203,13 @@ def _pick_face(result, tracked, width, height):
   """Chooses a face in one FaceLandmarker result: (box, blendshapes, rotation, landmarks)."""
   faces = [np.array([(p.x, p.y, p.z) for p in face], np.float32)
            for face in result.face_landmarks]
-  boxes = [face_box(f[:, :2] * (width, height)) for f in faces]
-  chosen = select_face(boxes, tracked)
+  boxes = [face_tracking.face_box(f[:, :2] * (width, height)) for f in faces]
+  chosen = face_tracking.select_face(boxes, tracked)
   if chosen is None:
     return None
   scores = {c.category_name: c.score for c in result.face_blendshapes[chosen]}
   row = np.array([scores[n] for n in features.ARKIT51], np.float32)
-  rotation = head_rotation(result.facial_transformation_matrixes[chosen])
+  rotation = face_tracking.head_rotation(result.facial_transformation_matrixes[chosen])
   return boxes[chosen], row, rotation, faces[chosen]
 
 

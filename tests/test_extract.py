@@ -17,6 +17,7 @@ import pytest
 
 from dfe_jax import action_units
 from dfe_jax import extract_lib
+from dfe_jax import face_tracking
 from dfe_jax import face_model
 from dfe_jax import features
 
@@ -77,12 +78,12 @@ def test_model_resolution_order_and_errors(tmp_path, monkeypatch):
 
 def test_select_face_picks_largest_then_tracks():
   small, big = (0, 0, 10, 10), (50, 50, 80, 80)
-  assert extract_lib.select_face([], None) is None
-  assert extract_lib.select_face([small, big], None) == 1
+  assert face_tracking.select_face([], None) is None
+  assert face_tracking.select_face([small, big], None) == 1
   # Once tracked, the small face is kept when a larger one appears, even after moving a little.
-  assert extract_lib.select_face([big, (1, 1, 11, 11)], small) == 1
-  assert extract_lib.select_face([big, (6, 0, 16, 10)], small) == 1  # IoU 0.25, centre near.
-  assert extract_lib.select_face([big, (40, 0, 50, 10)], small) == 0  # Lost: largest again.
+  assert face_tracking.select_face([big, (1, 1, 11, 11)], small) == 1
+  assert face_tracking.select_face([big, (6, 0, 16, 10)], small) == 1  # IoU 0.25, centre near.
+  assert face_tracking.select_face([big, (40, 0, 50, 10)], small) == 0  # Lost: largest again.
 
 
 def test_head_rotation_recovers_angles():
@@ -94,7 +95,7 @@ def test_head_rotation_recovers_angles():
   rz = np.array([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]])
   matrix = np.eye(4)
   matrix[:3, :3] = 1.3 * rz @ ry @ rx  # Scale must not change the angles.
-  np.testing.assert_allclose(extract_lib.head_rotation(matrix), (pitch, yaw, roll), atol=1e-9)
+  np.testing.assert_allclose(face_tracking.head_rotation(matrix), (pitch, yaw, roll), atol=1e-9)
 
 
 def test_read_entries_from_globs_and_manifest(tmp_path):
