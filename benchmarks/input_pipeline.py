@@ -1,6 +1,6 @@
 """Frames per second the tf.data input pipeline delivers from the default synthetic shards.
 
-  python benchmarks/input_pipeline.py [--data_dir=SHARDS] [--steps=200]
+  python -m benchmarks.input_pipeline [--data_dir=SHARDS] [--steps=200]
 
 Without `--data_dir` it writes the default synthetic corpus and ingests it into a temporary
 folder first (about 20 s). It times `train_dataset` (parse, normalise, window, shuffle, batch)

@@ -1,6 +1,6 @@
 """Tokenization frames/s: JAX path vs NumPy path vs the PyTorch reference, alternating.
 
-  python benchmarks/tokenize_speed.py [--pairs=5] [--torch_python=/tmp/venv-torch/bin/python]
+  python -m benchmarks.tokenize_speed [--pairs=5] [--torch_python=/tmp/venv-torch/bin/python]
 
 The reference configuration (configs/rvq.py: width 256, 4x downsampling, dilations (9,3,1),
 code_dim 128, 6 levels of a shared 512-code codebook) with random weights encodes 32 videos of
@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from benchmarks import peak
 from dfe_jax import chunked_encoder
 from dfe_jax import export_lib
 from dfe_jax import features
@@ -88,19 +89,6 @@ def reference_model(seed=0):
                             "std": [1.0] * len(names)}}
   return trained_model.TrainedModel(ml_collections.ConfigDict(config.to_dict()), info, model,
                                     variables, 0)
-
-
-def gemm_gflops(n=2048, reps=10):
-  """fp32 n x n matmul through XLA: 2 warm-up calls, then the mean of `reps`."""
-  a = jax.random.normal(jax.random.PRNGKey(1), (n, n))
-  b = jax.random.normal(jax.random.PRNGKey(2), (n, n))
-  dot = jax.jit(jnp.dot)
-  for _ in range(2):
-    dot(a, b).block_until_ready()
-  start = time.perf_counter()
-  for _ in range(reps):
-    dot(a, b).block_until_ready()
-  return 2 * n ** 3 / ((time.perf_counter() - start) / reps) / 1e9
 
 
 def _cpu_snapshot():
@@ -164,7 +152,7 @@ def main(argv):
   numpy_codes = np.concatenate([r["codes"] for r in numpy_run()])
   differing_steps = int((jax_codes != numpy_codes).any(1).sum())
 
-  gemm_pre = gemm_gflops()
+  gemm_pre = peak.gemm_gflops()
   worker = start_torch_worker(_TORCH_PYTHON.value, _NUM_VIDEOS.value, _VIDEO_FRAMES.value)
   jax_fps, torch_fps, numpy_fps, ratios, numpy_ratios, busy = [], [], [], [], [], []
   try:
@@ -188,7 +176,7 @@ def main(argv):
     if worker is not None:
       worker.stdin.close()
       worker.wait()
-  gemm_post = gemm_gflops()
+  gemm_post = peak.gemm_gflops()
   gemm = 0.5 * (gemm_pre + gemm_post)
   jax_median = statistics.median(jax_fps)
   numpy_median = statistics.median(numpy_fps)

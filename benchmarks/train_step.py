@@ -34,9 +34,9 @@ import time
 from absl import app
 from absl import flags
 import jax
-import jax.numpy as jnp
 import numpy as np
 
+from benchmarks import peak
 from dfe_jax import features
 from dfe_jax import models
 from dfe_jax import sharding
@@ -129,19 +129,6 @@ def analytic_flops_per_frame(model_config):
   return forward, 3 * forward
 
 
-def gemm_gflops(n=2048, reps=10):
-  """fp32 n x n matmul through XLA: 2 warm-up calls, then the mean of `reps` (as bench.py)."""
-  a = jax.random.normal(jax.random.PRNGKey(1), (n, n))
-  b = jax.random.normal(jax.random.PRNGKey(2), (n, n))
-  dot = jax.jit(jnp.dot)
-  for _ in range(2):
-    dot(a, b).block_until_ready()
-  start = time.perf_counter()
-  for _ in range(reps):
-    dot(a, b).block_until_ready()
-  return 2 * n ** 3 / ((time.perf_counter() - start) / reps) / 1e9
-
-
 def _cpu_snapshot(child=None):
   """(wall, machine busy CPU s, CPU s of this process and of `child`), for other_cores."""
   with open("/proc/stat") as f:
@@ -226,7 +213,7 @@ def main(argv):
   assert train_flops == REFERENCE_TRAIN_FLOPS_PER_FRAME, train_flops
   step_frames = batch_size * frames
   load_start = os.getloadavg()
-  gemm_pre = gemm_gflops()
+  gemm_pre = peak.gemm_gflops()
   worker, info = start_torch_worker(_TORCH_PYTHON.value, batch_size, frames)
   if worker is not None and info["params"] != num_params:
     print(f"warning: torch has {info['params']} parameters, JAX {num_params}", flush=True)
@@ -237,7 +224,7 @@ def main(argv):
       seconds = jax_round(_STEPS.value)
       busy.append(other_cores(before, _cpu_snapshot(worker)))
       jax_fps.append(step_frames * _STEPS.value / seconds)
-      gemms.append(gemm_gflops())  # Beside each round: the host's speed drifts within minutes.
+      gemms.append(peak.gemm_gflops())  # Beside each round: the host's speed drifts within minutes.
       line = (f"pair {pair}: jax {jax_fps[-1]:,.0f} frames/s "
               f"({jax_fps[-1] * train_flops / 1e9:.1f} GFLOP/s, others {busy[-1]:.2f} cores)")
       if worker is not None:
@@ -258,7 +245,7 @@ def main(argv):
     if worker is not None:
       worker.stdin.close()
       worker.wait()
-  gemm_post = gemm_gflops()
+  gemm_post = peak.gemm_gflops()
   gemms.append(gemm_post)
   gemm = statistics.median(gemms)
   fps = statistics.median(jax_fps)

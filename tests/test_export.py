@@ -3,7 +3,6 @@ decoded vectors within 1e-5, -1 skips a level in both decoders."""
 
 import ast
 import csv
-import importlib.util
 import json
 import os
 
@@ -25,17 +24,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 @pytest.fixture(scope="module")
 def trained(small_shards, tmp_path_factory):
-  spec = importlib.util.spec_from_file_location("rvq_config", os.path.join(REPO, "configs",
-                                                                          "rvq.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config("smoke")
-  config.data_dir = small_shards
-  config.total_steps = 10
-  config.eval_every_steps = 10
-  config.checkpoint_every_steps = 10
   workdir = str(tmp_path_factory.mktemp("run"))
-  train_lib.train_and_evaluate(config, workdir)
+  train_lib.train_and_evaluate(test_tokenize.smoke_config(small_shards), workdir)
   return trained_model.load(workdir)
 
 
