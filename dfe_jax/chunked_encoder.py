@@ -99,20 +99,6 @@ def temporal_conv_encode(params, model_config, x_BTF, valid_BT, length_B):
   return _conv(masked(h), p[f"Conv_{n + 1}"])
 
 
-def nearest_code(x_NE, codebook_KE, cosine=False):
-  """`quantizer.nearest_code` (lowest index on ties) with an argmin over integer keys.
-
-  Non-negative floats order like their bit patterns, and the xor maps negative ones below
-  them in the same order, so the int32 argmin picks the float argmin; XLA's float argmin
-  also tracks NaNs and runs several times slower on CPU.
-  """
-  if cosine:
-    x_NE, codebook_KE = vq.l2_normalize(x_NE), vq.l2_normalize(codebook_KE)
-  d_NK = vq.squared_distances(x_NE, codebook_KE)
-  bits_NK = jax.lax.bitcast_convert_type(jnp.where(d_NK == 0.0, 0.0, d_NK), jnp.int32)
-  return jnp.argmin(bits_NK ^ ((bits_NK >> 31) & 0x7FFFFFFF), axis=-1).astype(jnp.int32)
-
-
 def residual_codes(variables, quantizer_config, z_ND):
   """Codes [N, L] of latents: `quantizer.residual_quantize` in eval mode, all levels."""
   q = quantizer_config
@@ -124,13 +110,9 @@ def residual_codes(variables, quantizer_config, z_ND):
     residual_NE = residual_NE @ params["project_in"]["kernel"] + params["project_in"]["bias"]
   codebooks_CKE = (variables["vq_stats"]["quantizer"]["codebook"] if q.learning == "ema"
                    else params["codebook"]).astype(jnp.float32)
-  codes = []
-  for level in range(q.num_levels):
-    codebook_KE = codebooks_CKE[vq.codebook_index(level, codebooks_CKE.shape[0])]
-    idx_N = nearest_code(residual_NE, codebook_KE, q.cosine)
-    codes.append(idx_N)
-    residual_NE = residual_NE - jnp.take(codebook_KE, idx_N, axis=0)
-  return jnp.stack(codes, axis=1)
+  codes_NL, _, _ = vq.residual_quantize(residual_NE, codebooks_CKE, q.num_levels,
+                                        cosine=q.cosine)
+  return codes_NL
 
 
 def _encode_batch(model, model_config, variables, x_BTF, valid_BT, length_B):

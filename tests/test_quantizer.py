@@ -50,6 +50,25 @@ def test_nearest_code_matches_brute_force_numpy():
   assert np.mean(got == want) > 0.99
 
 
+def test_exact_ties_pick_the_lowest_index_for_l2_and_cosine():
+  rng = np.random.default_rng(0)
+  codebook = rng.normal(size=(64, 8)).astype(np.float32)
+  codebook[40] = codebook[7]
+  codebook[50] = codebook[7]
+  x = np.concatenate([rng.normal(size=(500, 8)), codebook[[7, 40, 3]],
+                      1e3 * rng.normal(size=(20, 8))]).astype(np.float32)
+  for cosine in (False, True):
+    got = np.asarray(vq.nearest_code(x, codebook, cosine=cosine))
+    if cosine:
+      xs = x / np.linalg.norm(x, axis=1, keepdims=True)
+      cs = codebook / np.linalg.norm(codebook, axis=1, keepdims=True)
+      d = -(xs.astype(np.float64) @ cs.T.astype(np.float64))
+    else:
+      d = ((x[:, None].astype(np.float64) - codebook[None].astype(np.float64)) ** 2).sum(-1)
+    np.testing.assert_allclose(d[np.arange(len(x)), got], d.min(1), rtol=1e-5, atol=1e-4)
+    assert got[500] == got[501] == 7 and got[502] == 3
+
+
 def test_cosine_lookup_matches_brute_force_numpy():
   rng = np.random.default_rng(1)
   x = rng.normal(size=(200, 6)).astype(np.float32)

@@ -14,7 +14,6 @@ import pytest
 
 from dfe_jax import chunked_encoder
 from dfe_jax import models
-from dfe_jax.models import quantizer as vq
 from dfe_jax import outputs
 from dfe_jax import readers
 from dfe_jax import tokenize_lib
@@ -129,20 +128,6 @@ def test_continuous_model_writes_latents(tmp_path):
   t = outputs.load_npz(str(tmp_path / "cont" / "tokens.npz"))
   assert t["codes"].shape == (33, 0) and t["latents"].shape == (33, 16)
   assert int(t["num_levels"]) == 0 and int(t["codebook_size"]) == 0
-
-
-def test_fast_nearest_code_equals_the_quantizers_including_ties():
-  rng = np.random.default_rng(0)
-  codebook = rng.normal(size=(64, 8)).astype(np.float32)
-  codebook[40] = codebook[7]  # An exact tie: the lower index must win.
-  codebook[50] = codebook[7]
-  x = np.concatenate([rng.normal(size=(500, 8)), codebook[[7, 40, 3]],
-                      1e3 * rng.normal(size=(20, 8))]).astype(np.float32)
-  for cosine in (False, True):
-    got = np.asarray(chunked_encoder.nearest_code(jnp.asarray(x), jnp.asarray(codebook), cosine))
-    np.testing.assert_array_equal(got, vq.nearest_code(jnp.asarray(x), jnp.asarray(codebook),
-                                                       cosine))
-    assert got[500] == got[501] == 7
 
 
 def test_one_compile_per_bucket(trained):
