@@ -13,12 +13,11 @@ import os
 import time
 
 from absl import logging
-import jax
-import jax.numpy as jnp
 import numpy as np
 from tensorflow.io import gfile
 
 from dfe_jax import action_units
+from dfe_jax import chunked_encoder
 from dfe_jax import ingest_lib
 from dfe_jax import input_pipeline
 from dfe_jax import outputs
@@ -29,8 +28,6 @@ from dfe_jax import report_when
 from dfe_jax import token_stats
 from dfe_jax import trained_model
 
-_ENCODE_BATCH = 8
-_FRAME_BUCKET = 256  # Videos are padded to a multiple of this, so few shapes get compiled.
 SECTIONS = (report_sections.overview, report_sections.training, report_sections.usage,
             report_sections.dictionary, report_sections.composition, report_when.facs,
             report_when.timing, report_when.exemplars, report_when.reconstruction)
@@ -114,33 +111,20 @@ def _load_video(row, split, info, feature_names):
 
 
 def encode_videos(trained, videos):
-  """Tokens (DESIGN format) for `videos`, encoded here in batches of equal padded length."""
-  factor = 2 ** trained.config.model.downsample_log2
-  encode = jax.jit(lambda v, x, m: trained.model.apply(v, x, m, method=trained.model.encode))
-  longest = max(len(v.x) for v in videos)
-  frames = -(-longest // _FRAME_BUCKET) * _FRAME_BUCKET
-  codes, valid, starts, ends, counts = [], [], [], [], []
-  for i in range(0, len(videos), _ENCODE_BATCH):
-    batch = videos[i:i + _ENCODE_BATCH]
-    x = np.zeros((_ENCODE_BATCH, frames, batch[0].x.shape[1]), np.float32)
-    m = np.zeros((_ENCODE_BATCH, frames), bool)
-    for j, v in enumerate(batch):
-      x[j, :len(v.x)], m[j, :len(v.x)] = v.x, v.valid
-    out = jax.device_get(encode(trained.variables, jnp.asarray(x), jnp.asarray(m)))
-    for j, v in enumerate(batch):
-      steps = -(-len(v.x) // factor)
-      codes.append(out["codes"][j, :steps])
-      valid.append(out["latent_mask"][j, :steps])
-      starts.append(np.arange(steps) * factor)
-      ends.append(np.minimum((np.arange(steps) + 1) * factor, len(v.x)))
-      counts.append(steps)
+  """Tokens (DESIGN format) for `videos`, encoded as `tokenize` does (chunked, bucketed)."""
+  encoder = chunked_encoder.ChunkedEncoder(trained)
+  encoded = encoder.encode([(v.x, v.valid) for v in videos])
+  factor = encoder.factor
+  counts = [len(valid) for _, _, valid in encoded]
+  starts = [np.arange(n) * factor for n in counts]
   q = trained.config.model.quantizer
   return {"video_id": np.array([v.video_id for v in videos]),
           "offset": np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
-          "codes": np.concatenate(codes).astype(np.int32),
-          "valid": np.concatenate(valid).astype(bool),
+          "codes": np.concatenate([codes for codes, _, _ in encoded]).astype(np.int32),
+          "valid": np.concatenate([valid for _, _, valid in encoded]).astype(bool),
           "frame_start": np.concatenate(starts).astype(np.int32),
-          "frame_end": np.concatenate(ends).astype(np.int32),
+          "frame_end": np.concatenate([np.minimum(s + factor, len(v.x))
+                                       for s, v in zip(starts, videos)]).astype(np.int32),
           "codebook_size": q.codebook_size, "num_levels": q.num_levels,
           "shared_codebook": q.shared_codebook}
 
