@@ -3,6 +3,7 @@
 import importlib.util
 import os
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -13,6 +14,7 @@ from jax.sharding import PartitionSpec as P
 from dfe_jax import features
 from dfe_jax import losses
 from dfe_jax import models
+from dfe_jax.models import temporal_conv
 
 _CONFIGS = os.path.join(os.path.dirname(__file__), os.pardir, "configs")
 
@@ -229,3 +231,23 @@ def test_configs_build_and_describe_the_reference_model():
   bogus.model.name = "bogus"
   with pytest.raises(ValueError):
     models.get_model(bogus.model)
+
+
+@pytest.mark.parametrize("kernel_size,factor", [(3, 2), (5, 2), (3, 3)])
+def test_folded_upsample_conv_equals_repeat_then_conv(kernel_size, factor):
+  h = jax.random.normal(jax.random.PRNGKey(0), (2, 7, 6))
+  folded = temporal_conv.UpsampleConv(5, kernel_size, factor)
+  plain = nn.Conv(5, (kernel_size,), padding="SAME")
+  params = folded.init(jax.random.PRNGKey(1), h)
+  # Same names, shapes and initial values as the plain conv, so checkpoints carry over.
+  plain_params = plain.init(jax.random.PRNGKey(1), jnp.repeat(h, factor, axis=1))
+  jax.tree.map(np.testing.assert_array_equal, params, plain_params)
+
+  def losses_and_grads(apply, x):
+    f = lambda p, x: jnp.sum(jnp.sin(apply(p, x)))
+    return jax.value_and_grad(f, argnums=(0, 1))(params, x)
+
+  got = losses_and_grads(folded.apply, h)
+  want = losses_and_grads(lambda p, x: plain.apply(p, jnp.repeat(x, factor, axis=1)), h)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5), got, want)
+  assert folded.apply(params, h).shape == (2, 7 * factor, 5)
