@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from dfe_jax.models import conv1d
 from dfe_jax.models import quantizer as vq
 
 _MIN_BUCKET = 64
@@ -35,9 +36,8 @@ def downsample_factor(model_config):
 
 
 def _max_pad(kernel, dilation=1, stride=1):
-  """The larger side of `temporal_conv._conv`'s padding: how far past its own block it reads."""
-  total = dilation * (kernel - 1) - (stride - 1)
-  return total - total // 2
+  """The larger side of a conv's 'same' padding: how far past its own block it reads."""
+  return conv1d.same_padding(kernel, dilation, stride)[1]
 
 
 def receptive_field_frames(model_config):
@@ -59,13 +59,12 @@ def _round_up(n, multiple):
 
 
 def _conv(x_BTC, conv, dilation=1, stride=1):
-  """`temporal_conv._conv` (symmetric 'same' padding) as one im2col matmul in float32."""
+  """`temporal_conv.Conv` ('same' padding) as one im2col matmul in float32."""
   kernel, bias = conv["kernel"].astype(jnp.float32), conv["bias"].astype(jnp.float32)
   taps, channels, out = kernel.shape
-  total = dilation * (taps - 1) - (stride - 1)
-  left = total // 2
+  left, right = conv1d.same_padding(taps, dilation, stride)
   steps = x_BTC.shape[1] // stride
-  x_pad = jnp.pad(x_BTC, ((0, 0), (left, total - left), (0, 0))) if total else x_BTC
+  x_pad = jnp.pad(x_BTC, ((0, 0), (left, right), (0, 0))) if left + right else x_BTC
   cols = [jax.lax.slice_in_dim(x_pad, j * dilation, j * dilation + stride * (steps - 1) + 1,
                                stride, axis=1) for j in range(taps)]
   cols = cols[0] if taps == 1 else jnp.concatenate(cols, axis=-1)

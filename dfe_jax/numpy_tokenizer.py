@@ -109,7 +109,7 @@ class NumpyTokenizer:
   # --- encoder -------------------------------------------------------------------------------
 
   def _conv(self, x_BTC, name, dilation=1, stride=1):
-    """`temporal_conv._conv` on a batch [B, T, C] as one im2col matmul (BLAS wants big M)."""
+    """`temporal_conv.Conv` on a batch [B, T, C] as one im2col matmul (BLAS wants big M)."""
     kernel, bias = self.params[name + "/kernel"], self.params[name + "/bias"]
     taps, channels, out = kernel.shape
     total = dilation * (taps - 1) - (stride - 1)

@@ -14,6 +14,7 @@ from jax.sharding import PartitionSpec as P
 from dfe_jax import features
 from dfe_jax import losses
 from dfe_jax import models
+from dfe_jax.models import conv1d
 from dfe_jax.models import temporal_conv
 
 _CONFIGS = os.path.join(os.path.dirname(__file__), os.pardir, "configs")
@@ -233,21 +234,27 @@ def test_configs_build_and_describe_the_reference_model():
     models.get_model(bogus.model)
 
 
-@pytest.mark.parametrize("kernel_size,factor", [(3, 2), (5, 2), (3, 3)])
-def test_folded_upsample_conv_equals_repeat_then_conv(kernel_size, factor):
-  h = jax.random.normal(jax.random.PRNGKey(0), (2, 7, 6))
-  folded = temporal_conv.UpsampleConv(5, kernel_size, factor)
-  plain = nn.Conv(5, (kernel_size,), padding="SAME")
-  params = folded.init(jax.random.PRNGKey(1), h)
-  # Same names, shapes and initial values as the plain conv, so checkpoints carry over.
-  plain_params = plain.init(jax.random.PRNGKey(1), jnp.repeat(h, factor, axis=1))
-  jax.tree.map(np.testing.assert_array_equal, params, plain_params)
+@pytest.mark.parametrize("kernel_size,stride,dilation,upsample,frames", [
+    (3, 1, 1, 1, 9), (3, 1, 3, 1, 9), (1, 1, 1, 1, 9),  # plain, dilated, pointwise
+    (4, 2, 1, 1, 12), (4, 2, 1, 1, 13), (3, 2, 1, 1, 9), (5, 3, 1, 1, 10),  # strided
+    (3, 1, 1, 2, 7), (5, 1, 1, 2, 7), (3, 1, 1, 3, 7)])  # upsampled
+def test_conv_equals_flax_conv_in_values_and_gradients(kernel_size, stride, dilation, upsample,
+                                                       frames):
+  h = jax.random.normal(jax.random.PRNGKey(0), (2, frames, 6))
+  ours = temporal_conv.Conv(5, kernel_size, stride, dilation, upsample)
+  pad = conv1d.same_padding(kernel_size, dilation, stride)
+  flax_conv = nn.Conv(5, (kernel_size,), strides=(stride,), kernel_dilation=(dilation,),
+                      padding=(pad,))
+  upsampled = lambda x: jnp.repeat(x, upsample, axis=1)
+  params = ours.init(jax.random.PRNGKey(1), h)
+  # Same names, shapes and initial values as nn.Conv, so checkpoints carry over.
+  jax.tree.map(np.testing.assert_array_equal, params,
+               flax_conv.init(jax.random.PRNGKey(1), upsampled(h)))
 
-  def losses_and_grads(apply, x):
-    f = lambda p, x: jnp.sum(jnp.sin(apply(p, x)))
-    return jax.value_and_grad(f, argnums=(0, 1))(params, x)
+  def value_and_grads(apply):
+    return jax.value_and_grad(lambda p, x: jnp.sum(jnp.sin(apply(p, x))), argnums=(0, 1))(
+        params, h)
 
-  got = losses_and_grads(folded.apply, h)
-  want = losses_and_grads(lambda p, x: plain.apply(p, jnp.repeat(x, factor, axis=1)), h)
+  got = value_and_grads(ours.apply)
+  want = value_and_grads(lambda p, x: flax_conv.apply(p, upsampled(x)))
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5), got, want)
-  assert folded.apply(params, h).shape == (2, 7 * factor, 5)
