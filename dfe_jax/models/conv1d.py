@@ -3,7 +3,11 @@
 All three compute exactly what `lax.conv_general_dilated` computes (up to float rounding), with
 'same' padding split as `same_padding` says; they differ in how the work is laid out:
 
-* `conv1d`: plain (optionally dilated) conv, XLA's own kernel.
+* `conv1d`: plain (optionally dilated) conv. Forward and input gradient are XLA's own kernels;
+  the kernel gradient is one matmul per tap, x^T @ (output gradient shifted by the tap's
+  offset), contracted over batch and time in the arrays' own layout. XLA's kernel-gradient
+  conv instead transposes both operands (channels to the front, batch to the back) for every
+  layer, which costs more than the matmuls on a CPU.
 * `strided_conv1d`: forward is XLA's strided conv, but the input gradient is computed polyphase
   (one stride-1 conv of the output gradient whose channels hold the `stride` input phases).
   XLA would otherwise run the transposed conv on a zero-dilated copy of the output gradient,
@@ -30,11 +34,42 @@ def same_padding(kernel_size, dilation=1, stride=1):
   return total // 2, total - total // 2
 
 
-def conv1d(x_BTC, kernel_KCO, dilation=1):
-  """'same' stride-1 conv."""
-  padding = same_padding(kernel_KCO.shape[0], dilation)
+def _padded(x_BTC, kernel_KCO, dilation, padding):
   return jax.lax.conv_general_dilated(x_BTC, kernel_KCO, (1,), [padding],
                                       rhs_dilation=(dilation,), dimension_numbers=_NWC)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def padded_conv1d(x_BTC, kernel_KCO, dilation, padding):
+  """Stride-1 conv with explicit (left, right) zero padding (negative crops)."""
+  return _padded(x_BTC, kernel_KCO, dilation, padding)
+
+
+def _padded_fwd(x_BTC, kernel_KCO, dilation, padding):
+  return _padded(x_BTC, kernel_KCO, dilation, padding), (x_BTC, kernel_KCO)
+
+
+def _padded_bwd(dilation, padding, residuals, dy_BSO):
+  """Input gradient from XLA; kernel gradient as one x^T @ shifted-dy matmul per tap."""
+  x_BTC, kernel_KCO = residuals
+  _, x_vjp = jax.vjp(lambda x: _padded(x, kernel_KCO, dilation, padding), x_BTC)
+  frames, steps = x_BTC.shape[1], dy_BSO.shape[1]
+  taps = []
+  for j in range(kernel_KCO.shape[0]):
+    # y[t] += x[t + offset] @ k[j], so k[j]'s gradient is sum_s x[s]^T dy[s - offset].
+    offset = j * dilation - padding[0]
+    dy_shifted = jax.lax.pad(dy_BSO, jnp.zeros((), dy_BSO.dtype),
+                             [(0, 0, 0), (offset, frames - steps - offset, 0), (0, 0, 0)])
+    taps.append(jnp.einsum("btc,bto->co", x_BTC, dy_shifted))
+  return x_vjp(dy_BSO)[0], jnp.stack(taps)
+
+
+padded_conv1d.defvjp(_padded_fwd, _padded_bwd)
+
+
+def conv1d(x_BTC, kernel_KCO, dilation=1):
+  """'same' stride-1 conv."""
+  return padded_conv1d(x_BTC, kernel_KCO, dilation, same_padding(kernel_KCO.shape[0], dilation))
 
 
 def _strided(x_BTC, kernel_KCO, stride):
@@ -98,7 +133,6 @@ def upsample_conv1d(x_BTC, kernel_KCO, factor):
     lo, hi = min(by_offset), max(by_offset)
     # Offsets are consecutive (j steps by 1), so no folded tap is empty.
     folded = jnp.stack([sum(kernel_KCO[j] for j in by_offset[o]) for o in range(lo, hi + 1)])
-    phases.append(jax.lax.conv_general_dilated(x_BTC, folded, (1,), [(-lo, hi)],
-                                               dimension_numbers=_NWC))
+    phases.append(padded_conv1d(x_BTC, folded, 1, (-lo, hi)))
   batch, frames, _ = x_BTC.shape
   return jnp.stack(phases, axis=2).reshape(batch, frames * factor, -1)
