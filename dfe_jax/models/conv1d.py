@@ -8,10 +8,11 @@ All three compute exactly what `lax.conv_general_dilated` computes (up to float 
   offset), contracted over batch and time in the arrays' own layout. XLA's kernel-gradient
   conv instead transposes both operands (channels to the front, batch to the back) for every
   layer, which costs more than the matmuls on a CPU.
-* `strided_conv1d`: forward is XLA's strided conv, but the input gradient is computed polyphase
-  (one stride-1 conv of the output gradient whose channels hold the `stride` input phases).
-  XLA would otherwise run the transposed conv on a zero-dilated copy of the output gradient,
-  which doubles that gradient's FLOPs at stride 2.
+* `strided_conv1d`: forward is XLA's strided conv; both gradients are computed polyphase (the
+  input regrouped so channel block b of group u is frame stride * u + b, which makes the conv a
+  stride-1 conv with fewer taps). The input gradient is then one stride-1 conv of the output
+  gradient; XLA would run the transposed conv on a zero-dilated copy of it, doubling its FLOPs
+  at stride 2. The kernel gradient is per-tap matmuls as in `conv1d`.
 * `upsample_conv1d`: nearest upsampling by `factor` then a conv, without the upsampled copy.
   Output phase r reads input frame t + (r + j - pad) // factor through tap j, so taps that read
   the same frame are summed first: one shorter conv per phase (k=3, x2: 2 taps instead of 3,
@@ -53,15 +54,19 @@ def _padded_bwd(dilation, padding, residuals, dy_BSO):
   """Input gradient from XLA; kernel gradient as one x^T @ shifted-dy matmul per tap."""
   x_BTC, kernel_KCO = residuals
   _, x_vjp = jax.vjp(lambda x: _padded(x, kernel_KCO, dilation, padding), x_BTC)
+  return x_vjp(dy_BSO)[0], _kernel_grad(x_BTC, dy_BSO, kernel_KCO.shape[0], dilation, padding[0])
+
+
+def _kernel_grad(x_BTC, dy_BSO, taps, dilation, left_pad):
+  """Kernel gradient [taps, C, O] of a stride-1 conv: sum_s x[s]^T dy[s - offset_j] per tap."""
   frames, steps = x_BTC.shape[1], dy_BSO.shape[1]
-  taps = []
-  for j in range(kernel_KCO.shape[0]):
-    # y[t] += x[t + offset] @ k[j], so k[j]'s gradient is sum_s x[s]^T dy[s - offset].
-    offset = j * dilation - padding[0]
+  grads = []
+  for j in range(taps):
+    offset = j * dilation - left_pad  # y[t] += x[t + offset] @ k[j].
     dy_shifted = jax.lax.pad(dy_BSO, jnp.zeros((), dy_BSO.dtype),
                              [(0, 0, 0), (offset, frames - steps - offset, 0), (0, 0, 0)])
-    taps.append(jnp.einsum("btc,bto->co", x_BTC, dy_shifted))
-  return x_vjp(dy_BSO)[0], jnp.stack(taps)
+    grads.append(jnp.einsum("btc,bto->co", x_BTC, dy_shifted))
+  return jnp.stack(grads)
 
 
 padded_conv1d.defvjp(_padded_fwd, _padded_bwd)
@@ -89,7 +94,7 @@ def _strided_fwd(x_BTC, kernel_KCO, stride):
 
 
 def _strided_bwd(stride, residuals, dy_BSO):
-  """Input gradient polyphase; kernel gradient from XLA's own transpose of the conv."""
+  """Both gradients polyphase: padded frame p = stride * u + b is channel block b of group u."""
   x_BTC, kernel_KCO = residuals
   taps, channels, _ = kernel_KCO.shape
   batch, frames, _ = x_BTC.shape
@@ -103,8 +108,11 @@ def _strided_bwd(stride, residuals, dy_BSO):
   dy = jnp.pad(dy_BSO, ((0, 0), (group_taps - 1, groups - dy_BSO.shape[1]), (0, 0)))
   dx_padded = jax.lax.conv_general_dilated(dy, kernel, (1,), [(0, 0)], dimension_numbers=_NWC)
   dx_BTC = dx_padded.reshape(batch, groups * stride, channels)[:, lo:lo + frames]
-  _, kernel_vjp = jax.vjp(lambda k: _strided(x_BTC, k, stride), kernel_KCO)
-  return dx_BTC, kernel_vjp(dy_BSO)[0]
+  # The strided conv is a stride-1 conv over groups with `group_taps` taps of stride*C inputs.
+  x_grouped = jnp.pad(x_BTC, ((0, 0), (lo, groups * stride - frames - lo), (0, 0)))
+  x_grouped = x_grouped.reshape(batch, groups, stride * channels)
+  dk = _kernel_grad(x_grouped, dy_BSO, group_taps, 1, 0)
+  return dx_BTC, dk.reshape(group_taps * stride, channels, -1)[:taps]
 
 
 strided_conv1d.defvjp(_strided_fwd, _strided_bwd)
