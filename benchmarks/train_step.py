@@ -1,6 +1,7 @@
 """Train frames/s of `dfe_jax.train_step.train_step` vs the PyTorch reference, alternating.
 
   python -m benchmarks.train_step [--pairs=5] [--steps=10] [--torch_python=/tmp/venv-torch/bin/python]
+                                  [--trace_dir=/tmp/dfe_trace]
 
 The reference configuration is `configs/rvq.py`'s default `config.model` and `config.loss`
 (53 features, 64-frame windows, global batch 256, width 256, 4x downsampling, residual stacks
@@ -18,7 +19,14 @@ counts them (2 x MACs of every conv plus the RVQ distances, train = 3 x forward)
 GEMM (2048^2, through XLA) is timed before, after and beside every JAX round; their median is
 the peak. Pairs where other processes kept under 0.1 core busy get their own median, because
 torch's OpenMP threads lose far more than XLA's pool to a concurrent job. Peak memory is
-this process's maximum RSS (and the worker's). Prints one JSON line last.
+this process's maximum RSS (and the worker's). Prints one JSON line last. `--trace_dir` also
+records one extra JAX round with `jax.profiler` (open it in TensorBoard's profile tab, or parse
+the .xplane.pb); run with XLA_FLAGS=--xla_cpu_enable_xprof_traceme=true to name XLA's ops.
+
+Where the step's time goes (2-core AMD EPYC, 2026-11-25): the convolutions' forward and input
+gradients run near the GEMM peak, while the kernel gradients (a matmul contracting over batch
+and time, so one operand must be transposed) run at roughly 135 GFLOP/s and are about a third of
+the step; `models/conv1d.py` says what was done about each.
 """
 
 import functools
@@ -45,6 +53,7 @@ from dfe_jax import train_step
 _PAIRS = flags.DEFINE_integer("pairs", 5, "Alternating JAX / torch rounds.")
 _STEPS = flags.DEFINE_integer("steps", 10, "Timed train steps per round (bench.py times 10).")
 _WARMUP = flags.DEFINE_integer("warmup", 3, "Untimed JAX steps after compiling.")
+_TRACE_DIR = flags.DEFINE_string("trace_dir", "", "Record one extra JAX round here ('' = no).")
 _TORCH_PYTHON = flags.DEFINE_string(
     "torch_python", os.path.join(tempfile.gettempdir(), "venv-torch", "bin", "python"),
     "Interpreter with torch + vector-quantize-pytorch ('' to skip the reference).")
@@ -245,6 +254,10 @@ def main(argv):
     if worker is not None:
       worker.stdin.close()
       worker.wait()
+  if _TRACE_DIR.value:
+    with jax.profiler.trace(_TRACE_DIR.value):
+      jax_round(_STEPS.value)
+    print(f"trace of one round in {_TRACE_DIR.value}", flush=True)
   gemm_post = peak.gemm_gflops()
   gemms.append(gemm_post)
   gemm = statistics.median(gemms)
