@@ -3,8 +3,8 @@
 The main job's model: 64-frame windows of FLAME-53 features, 4x temporal downsampling, code_dim
 128, velocity loss, k-means init on the first global batch, dead-code restart, quantizer dropout.
 Command: `python -m dfe_jax.train --config=configs/rvq.py --workdir=runs/rvq --data_dir=SHARDS`.
-`configs/rvq.py:demo` is the main job's run (width 128, 300 steps of 128 windows: about 3-4
-minutes on this 2-core CPU, held-out cosine similarity quoted in the README);
+`configs/rvq.py:demo` is the main job's run (width 128, 300 steps of 128 windows: about 1.5
+minutes on this 2-core CPU when quiet, held-out cosine similarity quoted in the README);
 `configs/rvq.py:smoke` trains for seconds (a check that everything runs, not a model).
 The full config (width 256, 3000 steps of 256 windows) takes about 67 minutes here (~12,300
 train frames/s, benchmarks/train_step.py); its result on the synthetic corpus is not measured
