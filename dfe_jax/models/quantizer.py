@@ -31,20 +31,23 @@ def l2_normalize(x, axis=-1, eps=1e-6):
   return x * jax.lax.rsqrt(jnp.maximum(jnp.sum(x * x, axis=axis, keepdims=True), eps * eps))
 
 
-def squared_distances(x_NE, codebook_KE):
-  """Squared L2 distances [N, K] as ||x||^2 - 2 x.c + ||c||^2 in float32."""
+def distance_keys(x_NE, codebook_KE):
+  """||c||^2 - 2 x.c [N, K] in float32: the squared L2 distance minus ||x||^2.
+
+  The dropped term is the same for every code of a row, so the row's order (and argmin) is
+  that of the distances; skipping it saves a pass over the [N, K] matrix.
+  """
   x_NE = x_NE.astype(_F32)
   codebook_KE = codebook_KE.astype(_F32)
   xc_NK = jnp.dot(x_NE, codebook_KE.T, precision=jax.lax.Precision.HIGHEST)
-  return (jnp.sum(x_NE * x_NE, axis=-1, keepdims=True) - 2.0 * xc_NK
-          + jnp.sum(codebook_KE * codebook_KE, axis=-1)[None, :])
+  return jnp.sum(codebook_KE * codebook_KE, axis=-1)[None, :] - 2.0 * xc_NK
 
 
 def nearest_code(x_NE, codebook_KE, cosine=False):
   """Index [N] of the nearest code; by cosine similarity when `cosine` (values stay raw codes)."""
   if cosine:
     x_NE, codebook_KE = l2_normalize(x_NE.astype(_F32)), l2_normalize(codebook_KE.astype(_F32))
-  d_NK = squared_distances(x_NE, codebook_KE)
+  d_NK = distance_keys(x_NE, codebook_KE)
   # The float argmin (first index on ties) taken over int32 keys: non-negative floats order like
   # their bit patterns and the xor puts negative ones below them in the same order (-0.0 is made
   # +0.0 first). XLA:CPU runs this several times faster than a float argmin, which also tracks
