@@ -6,7 +6,7 @@ Command: `python -m dfe_jax.train --config=configs/rvq.py --workdir=runs/rvq --d
 `configs/rvq.py:demo` is the main job's run (width 128, 300 steps of 128 windows: about 1.5
 minutes on this 2-core CPU when quiet, held-out cosine similarity quoted in the README);
 `configs/rvq.py:smoke` trains for seconds (a check that everything runs, not a model).
-The full config (width 256, 3000 steps of 256 windows) takes about 67 minutes here (~12,300
+The full config (width 256, 3000 steps of 256 windows) takes about 68 minutes here (~12,000
 train frames/s, benchmarks/train_step.py); its result on the synthetic corpus is not measured
 yet (the demo run reaches held-out cosine similarity 0.93).
 
