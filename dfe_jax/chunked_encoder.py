@@ -11,8 +11,8 @@ float rounding (an exact tie between two codes may then break differently); the 
 
 **Bucketing.** Windows are padded to one of a few bucket lengths (64 * 2**k frames, and the
 longest window) and batched `batch_frames // bucket` at a time, so `jax.jit` compiles once per
-bucket, not once per length. The encoder runs as plain matmuls (im2col) in float32, which is
-several times faster on CPU than XLA's dilated convolutions and computes the same function.
+bucket, not once per length. The convolutions are the model's own (`models/conv1d.py`), run
+in float32 on the model's parameters.
 
 Shape legend: B batch (windows), T frames, F features, S latent steps, D code_dim, L levels.
 """
@@ -59,16 +59,11 @@ def _round_up(n, multiple):
 
 
 def _conv(x_BTC, conv, dilation=1, stride=1):
-  """`temporal_conv.Conv` ('same' padding) as one im2col matmul in float32."""
+  """`temporal_conv.Conv` of the parameters `conv`, in float32."""
   kernel, bias = conv["kernel"].astype(jnp.float32), conv["bias"].astype(jnp.float32)
-  taps, channels, out = kernel.shape
-  left, right = conv1d.same_padding(taps, dilation, stride)
-  steps = x_BTC.shape[1] // stride
-  x_pad = jnp.pad(x_BTC, ((0, 0), (left, right), (0, 0))) if left + right else x_BTC
-  cols = [jax.lax.slice_in_dim(x_pad, j * dilation, j * dilation + stride * (steps - 1) + 1,
-                               stride, axis=1) for j in range(taps)]
-  cols = cols[0] if taps == 1 else jnp.concatenate(cols, axis=-1)
-  return jnp.dot(cols, kernel.reshape(taps * channels, out)) + bias
+  if stride > 1:
+    return conv1d.strided_conv1d(x_BTC, kernel, stride) + bias
+  return conv1d.conv1d(x_BTC, kernel, dilation) + bias
 
 
 def temporal_conv_encode(params, model_config, x_BTF, valid_BT, length_B):
