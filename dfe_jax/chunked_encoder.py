@@ -26,6 +26,7 @@ import numpy as np
 
 from dfe_jax.models import conv1d
 from dfe_jax.models import quantizer as vq
+from dfe_jax.models import temporal_conv
 
 _MIN_BUCKET = 64
 
@@ -59,11 +60,9 @@ def _round_up(n, multiple):
 
 
 def _conv(x_BTC, conv, dilation=1, stride=1):
-  """`temporal_conv.Conv` of the parameters `conv`, in float32."""
-  kernel, bias = conv["kernel"].astype(jnp.float32), conv["bias"].astype(jnp.float32)
-  if stride > 1:
-    return conv1d.strided_conv1d(x_BTC, kernel, stride) + bias
-  return conv1d.conv1d(x_BTC, kernel, dilation) + bias
+  """The model's `temporal_conv.Conv` with the parameters `conv`, in float32."""
+  taps, _, features = conv["kernel"].shape
+  return temporal_conv.Conv(features, taps, stride, dilation).apply({"params": conv}, x_BTC)
 
 
 def temporal_conv_encode(params, model_config, x_BTF, valid_BT, length_B):

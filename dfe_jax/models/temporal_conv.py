@@ -5,6 +5,9 @@ stack] -> conv to `code_dim`. Decoder mirrors it: conv -> per stage [residual st
 upsample -> conv] -> conv + ReLU -> conv to `feature_dim`. `downsample_log2 = 0` gives one latent
 per frame that still sees temporal context through the dilated stacks.
 
+Shape legend: B batch, T frames (a multiple of 2**downsample_log2), S = T / 2**downsample_log2
+latent steps, F feature_dim, W width, D code_dim.
+
 Every conv is `Conv`: `nn.Conv`'s parameters, initialisers and `Conv_<i>` names (so checkpoints,
 `chunked_encoder` and `numpy_tokenizer` read the same weights), computed by `conv1d.py`, which
 folds the decoder's upsampling into its conv and gives the strided convs a cheaper gradient.
