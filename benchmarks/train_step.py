@@ -25,8 +25,7 @@ the .xplane.pb); run with XLA_FLAGS=--xla_cpu_enable_xprof_traceme=true to name 
 
 Where the step's time goes (2-core AMD EPYC, 2026-11-25): the convolutions' forward and input
 gradients run near the GEMM peak, while the kernel gradients (a matmul contracting over batch
-and time, so one operand must be transposed) run at roughly 135 GFLOP/s and are about a third of
-the step; `models/conv1d.py` says what was done about each.
+and time into a small output) run well below it and are about a third of the step; `models/conv1d.py` says what was done about each.
 """
 
 import functools
