@@ -18,7 +18,6 @@ import json
 import os
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 
@@ -30,6 +29,7 @@ import ml_collections
 import numpy as np
 
 from benchmarks import peak
+from benchmarks import reference
 from dfe_jax import chunked_encoder
 from dfe_jax import export_lib
 from dfe_jax import features
@@ -45,8 +45,6 @@ _TORCH_PYTHON = flags.DEFINE_string(
     "torch_python", os.path.join(tempfile.gettempdir(), "venv-torch", "bin", "python"),
     "Interpreter with torch + vector-quantize-pytorch ('' to skip the reference).")
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-REF_DIR = os.path.join(os.path.dirname(REPO), "shared", "bench", "ref_torch")
 TOKENIZE_FLOPS_PER_FRAME = 1_900_032  # ref_torch README: encoder convs + RVQ distances.
 
 # The reference worker: builds the model, runs one training-mode forward so k-means init has
@@ -76,11 +74,8 @@ for line in sys.stdin:
 
 def reference_model(seed=0):
   """The reference configuration with random weights, as a TrainedModel."""
-  sys.path.insert(0, os.path.join(REPO, "configs"))
-  import rvq  # pylint: disable=g-import-not-at-top
-  config = rvq.get_config()
+  config = reference.config()
   names = list(features.FLAME53)
-  config.model.feature_dim = len(names)
   model = models.get_model(config.model)
   variables = model.init({"params": jax.random.PRNGKey(seed)}, jnp.zeros((1, 64, len(names))),
                          jnp.ones((1, 64), bool))
@@ -119,9 +114,9 @@ def time_calls(fn, reps):
 
 def start_torch_worker(python, num_videos, video_frames):
   """The reference worker process, or None when its interpreter is missing."""
-  if not python or not os.path.exists(python) or not os.path.isdir(REF_DIR):
+  if not python or not os.path.exists(python) or not os.path.isdir(reference.REF_DIR):
     return None
-  worker = subprocess.Popen([python, "-c", _TORCH_WORKER, REF_DIR, str(num_videos),
+  worker = subprocess.Popen([python, "-c", _TORCH_WORKER, reference.REF_DIR, str(num_videos),
                              str(video_frames)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             text=True)
   json.loads(worker.stdout.readline())

@@ -34,7 +34,6 @@ import os
 import resource
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 
@@ -44,6 +43,7 @@ import jax
 import numpy as np
 
 from benchmarks import peak
+from benchmarks import reference
 from dfe_jax import features
 from dfe_jax import models
 from dfe_jax import sharding
@@ -57,10 +57,6 @@ _TORCH_PYTHON = flags.DEFINE_string(
     "torch_python", os.path.join(tempfile.gettempdir(), "venv-torch", "bin", "python"),
     "Interpreter with torch + vector-quantize-pytorch ('' to skip the reference).")
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-REF_DIR = os.path.join(os.path.dirname(REPO), "shared", "bench", "ref_torch")
-REFERENCE_PARAMS = 4_545_973
-REFERENCE_TRAIN_FLOPS_PER_FRAME = 12_579_840
 
 # The reference worker: bench.py's model, optimizer, data (4 pooled N(0,1) batches, seed 0) and
 # timed loop body. Three warm-up steps (the first runs k-means), then each stdin line `n` runs n
@@ -105,38 +101,6 @@ for line in sys.stdin:
 """
 
 
-def reference_config():
-  """configs/rvq.py's default config with the reference's 53 FLAME features."""
-  sys.path.insert(0, os.path.join(REPO, "configs"))
-  import rvq  # pylint: disable=g-import-not-at-top
-  config = rvq.get_config()
-  config.model.feature_dim = len(features.FLAME53)
-  return config
-
-
-def analytic_flops_per_frame(model_config):
-  """(forward, train) FLOPs per input frame, counted as ref_torch/model.py counts them.
-
-  2 x MACs of every conv (biases, ReLUs and additions ignored) plus 2*K*D per latent per level
-  for the RVQ distances; train = 3 x forward.
-  """
-  c = model_config
-  width, code, k, down = c.width, c.code_dim, c.conv.kernel_size, c.downsample_log2
-  stack = sum(width * width * k + width * width for _ in c.conv.dilations)
-  enc = c.feature_dim * width * k
-  for i in range(1, down + 1):
-    enc += width * width * c.conv.down_kernel / 2 ** i + stack / 2 ** i
-  enc += width * code * k / 2 ** down
-  dec = code * width * k / 2 ** down
-  for i in range(down, 0, -1):
-    dec += stack / 2 ** i + width * width * k / 2 ** (i - 1)
-  dec += width * width * k + width * c.feature_dim * k
-  q = c.quantizer
-  rvq = 2 * q.codebook_size * code * q.num_levels / 2 ** down
-  forward = 2 * enc + 2 * dec + rvq
-  return forward, 3 * forward
-
-
 def _cpu_snapshot(child=None):
   """(wall, machine busy CPU s, CPU s of this process and of `child`), for other_cores."""
   with open("/proc/stat") as f:
@@ -159,10 +123,10 @@ def other_cores(before, after):
 
 def start_torch_worker(python, batch, frames):
   """The reference worker process (after its warm-up), or None when it cannot run here."""
-  if not python or not os.path.exists(python) or not os.path.isdir(REF_DIR):
+  if not python or not os.path.exists(python) or not os.path.isdir(reference.REF_DIR):
     return None, None
-  worker = subprocess.Popen([python, "-c", _TORCH_WORKER, REF_DIR, str(batch), str(frames)],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+  worker = subprocess.Popen([python, "-c", _TORCH_WORKER, reference.REF_DIR, str(batch),
+                             str(frames)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
   return worker, json.loads(worker.stdout.readline())
 
 
@@ -175,7 +139,7 @@ def torch_round(worker, steps):
 
 def main(argv):
   del argv
-  config = reference_config()
+  config = reference.config()
   batch_size, frames = config.global_batch_size, config.window_frames
   feature_names = tuple(features.FLAME53)
   mesh = sharding.make_mesh()
@@ -217,8 +181,8 @@ def main(argv):
     jax.block_until_ready((state, metrics))
     return time.perf_counter() - start
 
-  forward_flops, train_flops = analytic_flops_per_frame(config.model)
-  assert train_flops == REFERENCE_TRAIN_FLOPS_PER_FRAME, train_flops
+  forward_flops, train_flops = reference.analytic_flops_per_frame(config.model)
+  assert train_flops == reference.TRAIN_FLOPS_PER_FRAME, train_flops
   step_frames = batch_size * frames
   load_start = os.getloadavg()
   gemm_pre = peak.gemm_gflops()
@@ -266,7 +230,7 @@ def main(argv):
       "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
       "jax": jax.__version__, "backend": jax.default_backend(), "devices": jax.device_count(),
       "xla_flags": os.environ.get("XLA_FLAGS", ""),
-      "params": num_params, "reference_params": REFERENCE_PARAMS,
+      "params": num_params, "reference_params": reference.PARAMS,
       "batch": batch_size, "frames": frames, "steps_per_round": _STEPS.value,
       "compile_and_first_step_s": compile_seconds,
       "train_frames_per_s": fps, "train_frames_per_s_all": jax_fps,
