@@ -23,9 +23,11 @@ this process's maximum RSS (and the worker's). Prints one JSON line last. `--tra
 records one extra JAX round with `jax.profiler` (open it in TensorBoard's profile tab, or parse
 the .xplane.pb); run with XLA_FLAGS=--xla_cpu_enable_xprof_traceme=true to name XLA's ops.
 
-Where the step's time goes (2-core AMD EPYC, 2026-11-25): the convolutions' forward and input
-gradients run near the GEMM peak, while the kernel gradients (a matmul contracting over batch
-and time into a small output) run well below it and are about a third of the step; `models/conv1d.py` says what was done about each.
+Where the step's time goes: `python -m benchmarks.conv_layers` times each conv's forward, input
+gradient and kernel gradient alone. On this 2-core AMD EPYC the forward and input gradients run
+near the GEMM peak, while the kernel gradients (a matmul contracting over batch and time into a
+small output) run well below it and are about a third of the step; `models/conv1d.py` says
+what was done about each.
 """
 
 import functools

@@ -1,10 +1,11 @@
-"""The train-step benchmark measures the reference model and counts FLOPs as the reference does."""
+"""The speed benchmarks measure the reference model and count FLOPs as the reference does."""
 
 import functools
 
 import jax
 import numpy as np
 
+from benchmarks import conv_layers
 from benchmarks import reference
 from dfe_jax import models
 from dfe_jax import train_step
@@ -21,3 +22,22 @@ def test_reference_config_has_the_torch_models_parameters_and_flops():
   assert num_params == reference.PARAMS
   forward, train = reference.analytic_flops_per_frame(config.model)
   assert train == 3 * forward == reference.TRAIN_FLOPS_PER_FRAME
+
+
+def test_conv_layers_cover_every_conv_of_the_reference_model():
+  config = reference.config()
+  layers = conv_layers.conv_layers(config.model, batch=2, frames=config.window_frames)
+  assert len(layers) == 33 and layers[0].name == "encoder/Conv_0"
+  assert layers[0].input_shape == (2, config.window_frames, config.model.feature_dim)
+  forward, _ = reference.analytic_flops_per_frame(config.model)
+  q = config.model.quantizer
+  rvq_flops = 2 * q.codebook_size * config.model.code_dim * q.num_levels / 2 ** config.model.downsample_log2
+  per_frame = sum(conv_layers.conv_flops(layer) for layer in layers) / (2 * config.window_frames)
+  assert per_frame == forward - rvq_flops
+
+
+def test_conv_layers_times_all_three_passes_of_a_layer():
+  layer = conv_layers.Layer("up", (2, 8, 4), features=6, kernel_size=3, stride=1, dilation=1,
+                            upsample=2)
+  seconds = conv_layers.time_layer(layer, repeats=1)
+  assert set(seconds) == set(conv_layers.PASSES) and all(s > 0 for s in seconds.values())

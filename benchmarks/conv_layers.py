@@ -1,0 +1,145 @@
+"""Every convolution of the reference model timed alone: forward, input and kernel gradient.
+
+  python -m benchmarks.conv_layers [--repeats=9]
+
+The layers are the `temporal_conv.Conv` calls of the reference model (`reference.config()`, as
+in `benchmarks.train_step`) at its global batch, recorded while the model initialises. Each
+distinct layer is timed alone, jitted, as three programs: the forward, the input gradient and
+the kernel (+ bias) gradient, each the median of `--repeats` calls on random data. FLOPs are
+counted as the reference counts them (2 x MACs of the conv as written, so the decoder's folded
+upsampling convs show what they save). The first conv's input gradient is not part of a train
+step (its input is the data) and is left out of the totals.
+
+This is a profile, not the speed figure: inside the train step XLA runs independent ops
+concurrently and fuses the surrounding element-wise work, so the step is not the sum of these
+times. It says which passes run near the GEMM peak measured in the same run and which do not.
+Prints one line per layer, the totals, and one JSON line last.
+"""
+
+import collections
+import json
+import statistics
+import time
+
+from absl import app
+from absl import flags
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from benchmarks import peak
+from benchmarks import reference
+from dfe_jax import models
+from dfe_jax.models import temporal_conv
+
+_REPEATS = flags.DEFINE_integer("repeats", 9, "Timed calls per pass (the median is kept).")
+
+PASSES = ("forward", "input_grad", "kernel_grad")
+
+Layer = collections.namedtuple(
+    "Layer", "name input_shape features kernel_size stride dilation upsample")
+
+
+def conv_layers(model_config, batch, frames):
+  """The model's `Conv` calls in forward order, as Layers (input shape includes the batch)."""
+  model = models.get_model(model_config)
+  layers = []
+
+  def record(next_fun, args, kwargs, context):
+    module = context.module
+    if isinstance(module, temporal_conv.Conv) and context.method_name == "__call__":
+      layers.append(Layer("/".join(module.path), tuple(args[0].shape), module.features,
+                          module.kernel_size, module.stride, module.dilation, module.upsample))
+    return next_fun(*args, **kwargs)
+
+  x = jnp.zeros((batch, frames, model_config.feature_dim), jnp.float32)
+  with nn.intercept_methods(record):
+    jax.eval_shape(lambda: model.init({"params": jax.random.PRNGKey(0)}, x,
+                                      jnp.ones(x.shape[:2], bool), train=True))
+  return layers
+
+
+def conv_flops(layer):
+  """2 x MACs of the conv as written (upsampling convs at their upsampled length)."""
+  batch, frames, channels = layer.input_shape
+  out_frames = frames * layer.upsample // layer.stride
+  return 2 * batch * out_frames * layer.kernel_size * channels * layer.features
+
+
+def _median_seconds(fn, args, repeats):
+  jax.block_until_ready(fn(*args))
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    jax.block_until_ready(fn(*args))
+    times.append(time.perf_counter() - start)
+  return statistics.median(times)
+
+
+def time_layer(layer, repeats):
+  """{pass: seconds} of one layer alone."""
+  conv = temporal_conv.Conv(layer.features, layer.kernel_size, layer.stride, layer.dilation,
+                            layer.upsample)
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.standard_normal(layer.input_shape, np.float32))
+  params = conv.init(jax.random.PRNGKey(0), x)
+  y_shape = jax.eval_shape(conv.apply, params, x).shape
+  dy = jnp.asarray(rng.standard_normal(y_shape, np.float32))
+
+  def pullback(p, x):
+    return jnp.vdot(conv.apply(p, x), dy)
+
+  programs = {"forward": jax.jit(conv.apply),
+              "input_grad": jax.jit(jax.grad(pullback, argnums=1)),
+              "kernel_grad": jax.jit(jax.grad(pullback, argnums=0))}
+  return {name: _median_seconds(fn, (params, x), repeats) for name, fn in programs.items()}
+
+
+def main(argv):
+  del argv
+  config = reference.config()
+  layers = conv_layers(config.model, config.global_batch_size, config.window_frames)
+  counts = collections.Counter(layer[1:] for layer in layers)
+  gemm = peak.gemm_gflops()
+  totals = dict.fromkeys(PASSES, 0.0)
+  flops_total = dict.fromkeys(PASSES, 0.0)
+  rows, timed = [], {}
+  print(f"{len(layers)} convs, {len(counts)} distinct; GEMM 2048^2 {gemm:.1f} GFLOP/s", flush=True)
+  for index, layer in enumerate(layers):
+    key = layer[1:]
+    if key not in timed:
+      timed[key] = time_layer(layer, _REPEATS.value)
+    seconds, flops = timed[key], conv_flops(layer)
+    row = {"name": layer.name, "input_shape": layer.input_shape, "features": layer.features,
+           "kernel_size": layer.kernel_size, "stride": layer.stride, "dilation": layer.dilation,
+           "upsample": layer.upsample, "flops": flops}
+    parts = []
+    for name in PASSES:
+      row[f"{name}_ms"] = seconds[name] * 1e3
+      row[f"{name}_gflops"] = flops / seconds[name] / 1e9
+      parts.append(f"{name} {seconds[name] * 1e3:6.1f} ms {flops / seconds[name] / 1e9:6.1f}")
+      if not (index == 0 and name == "input_grad"):
+        totals[name] += seconds[name]
+        flops_total[name] += flops
+    rows.append(row)
+    shape = "x".join(map(str, layer.input_shape[1:]))
+    print(f"{layer.name:28s} {shape:>8s}->{layer.features:<3d} k{layer.kernel_size} "
+          f"s{layer.stride} d{layer.dilation} u{layer.upsample} | " + " | ".join(parts),
+          flush=True)
+  all_seconds = sum(totals.values())
+  print("totals (GFLOP/s, share of the GEMM peak): " + " | ".join(
+      f"{name} {totals[name] * 1e3:.0f} ms {flops_total[name] / totals[name] / 1e9:.1f} "
+      f"({flops_total[name] / totals[name] / 1e9 / gemm:.2f})" for name in PASSES)
+        + f" | all {all_seconds * 1e3:.0f} ms", flush=True)
+  print(json.dumps({
+      "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+      "jax": jax.__version__, "backend": jax.default_backend(), "gemm_gflops": gemm,
+      "batch": config.global_batch_size, "frames": config.window_frames,
+      "totals_ms": {name: totals[name] * 1e3 for name in PASSES},
+      "totals_gflops": {name: flops_total[name] / totals[name] / 1e9 for name in PASSES},
+      "layers": rows}))
+
+
+if __name__ == "__main__":
+  app.run(main)
