@@ -139,8 +139,20 @@ def torch_round(worker, steps):
   return json.loads(worker.stdout.readline())
 
 
+def check_trace_dir(path):
+  """Creates `path` if needed; a clear error before minutes of benchmarking if it can't be."""
+  try:
+    os.makedirs(path, exist_ok=True)
+    with tempfile.TemporaryFile(dir=path):
+      pass
+  except OSError as e:
+    raise app.UsageError(f"--trace_dir={path} cannot be written: {e.strerror}") from e
+
+
 def main(argv):
   del argv
+  if _TRACE_DIR.value:
+    check_trace_dir(_TRACE_DIR.value)
   config = reference.config()
   batch_size, frames = config.global_batch_size, config.window_frames
   feature_names = tuple(features.FLAME53)

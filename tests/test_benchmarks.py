@@ -2,11 +2,14 @@
 
 import functools
 
+from absl import app
 import jax
 import numpy as np
+import pytest
 
 from benchmarks import conv_layers
 from benchmarks import reference
+from benchmarks import train_step as train_step_bench
 from dfe_jax import models
 from dfe_jax import train_step
 
@@ -41,3 +44,11 @@ def test_conv_layers_times_all_three_passes_of_a_layer():
                             upsample=2)
   seconds = conv_layers.time_layer(layer, repeats=1)
   assert set(seconds) == set(conv_layers.PASSES) and all(s > 0 for s in seconds.values())
+
+
+def test_trace_dir_is_checked_before_benchmarking(tmp_path):
+  train_step_bench.check_trace_dir(str(tmp_path / "trace"))
+  assert (tmp_path / "trace").is_dir()
+  (tmp_path / "file").write_text("")
+  with pytest.raises(app.UsageError, match="cannot be written: Not a directory"):
+    train_step_bench.check_trace_dir(str(tmp_path / "file" / "trace"))
