@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from benchmarks import contention
 from benchmarks import peak
 from benchmarks import reference
 from dfe_jax import chunked_encoder
@@ -86,30 +87,17 @@ def reference_model(seed=0):
                                     variables, 0)
 
 
-def _cpu_snapshot():
-  """(wall, busy CPU seconds of the machine, CPU seconds of this process)."""
-  with open("/proc/stat") as f:
-    v = [int(x) for x in f.readline().split()[1:]]
-  t = os.times()
-  return (time.perf_counter(), (v[0] + v[1] + v[2] + v[5] + v[6]) / os.sysconf("SC_CLK_TCK"),
-          t.user + t.system)
-
-
-def other_cores(before, after):
-  """Cores that other processes kept busy between two snapshots (about 0 on a quiet machine;
-  the torch worker sleeps during this process's rounds)."""
-  wall = after[0] - before[0]
-  return max(0.0, ((after[1] - before[1]) - (after[2] - before[2])) / wall)
-
-
 def time_calls(fn, reps):
-  """(seconds per call, other cores busy meanwhile): one warm-up call, then the mean of `reps`."""
+  """(seconds per call, other cores busy meanwhile): one warm-up call, then the mean of `reps`.
+
+  The torch worker sleeps during these rounds, so it does not count as another process here.
+  """
   fn()
-  before = _cpu_snapshot()
+  before = contention.cpu_snapshot()
   for _ in range(reps):
     fn()
-  after = _cpu_snapshot()
-  return (after[0] - before[0]) / reps, other_cores(before, after)
+  after = contention.cpu_snapshot()
+  return (after[0] - before[0]) / reps, contention.other_cores(before, after)
 
 
 def start_torch_worker(python, num_videos, video_frames):

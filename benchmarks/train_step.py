@@ -44,6 +44,7 @@ from absl import flags
 import jax
 import numpy as np
 
+from benchmarks import contention
 from benchmarks import peak
 from benchmarks import reference
 from dfe_jax import features
@@ -101,26 +102,6 @@ for line in sys.stdin:
                     "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}),
         flush=True)
 """
-
-
-def _cpu_snapshot(child=None):
-  """(wall, machine busy CPU s, CPU s of this process and of `child`), for other_cores."""
-  with open("/proc/stat") as f:
-    v = [int(x) for x in f.readline().split()[1:]]
-  hz = os.sysconf("SC_CLK_TCK")
-  t = os.times()
-  own = t.user + t.system
-  if child is not None:
-    with open(f"/proc/{child.pid}/stat") as f:
-      fields = f.read().rsplit(")", 1)[1].split()
-    own += (int(fields[11]) + int(fields[12])) / hz  # utime, stime of the worker.
-  return time.perf_counter(), (v[0] + v[1] + v[2] + v[5] + v[6]) / hz, own
-
-
-def other_cores(before, after):
-  """Cores that processes other than this benchmark kept busy between two snapshots."""
-  wall = after[0] - before[0]
-  return max(0.0, ((after[1] - before[1]) - (after[2] - before[2])) / wall)
 
 
 def start_torch_worker(python, batch, frames):
@@ -206,17 +187,17 @@ def main(argv):
   jax_fps, torch_fps, ratios, busy, torch_rss, gemms, quiet = [], [], [], [], 0.0, [gemm_pre], []
   try:
     for pair in range(_PAIRS.value):
-      before = _cpu_snapshot(worker)
+      before = contention.cpu_snapshot(worker)
       seconds = jax_round(_STEPS.value)
-      busy.append(other_cores(before, _cpu_snapshot(worker)))
+      busy.append(contention.other_cores(before, contention.cpu_snapshot(worker)))
       jax_fps.append(step_frames * _STEPS.value / seconds)
       gemms.append(peak.gemm_gflops())  # Beside each round: the host's speed drifts within minutes.
       line = (f"pair {pair}: jax {jax_fps[-1]:,.0f} frames/s "
               f"({jax_fps[-1] * train_flops / 1e9:.1f} GFLOP/s, others {busy[-1]:.2f} cores)")
       if worker is not None:
-        before = _cpu_snapshot(worker)
+        before = contention.cpu_snapshot(worker)
         result = torch_round(worker, _STEPS.value)
-        busy.append(other_cores(before, _cpu_snapshot(worker)))
+        busy.append(contention.other_cores(before, contention.cpu_snapshot(worker)))
         torch_rss = result["peak_rss_mb"]
         torch_fps.append(step_frames * _STEPS.value / result["seconds"])
         ratios.append(jax_fps[-1] / torch_fps[-1])
