@@ -26,6 +26,7 @@ import numpy as np
 
 from dfe_jax.models import conv1d
 from dfe_jax.models import quantizer as vq
+from dfe_jax.models import rvq_vae
 from dfe_jax.models import temporal_conv
 
 _MIN_BUCKET = 64
@@ -110,15 +111,13 @@ def residual_codes(variables, quantizer_config, z_ND):
 
 def _encode_batch(model, model_config, variables, x_BTF, valid_BT, length_B):
   """(codes [B, S, L], latents [B, S, D], latent valid [B, S]) of a batch of windows."""
-  batch, frames, _ = x_BTF.shape
-  factor = downsample_factor(model_config)
   if model_config.name == "temporal_conv":
     z_BSD = temporal_conv_encode(variables["params"], model_config, x_BTF, valid_BT, length_B)
   else:  # Frames are independent: padding cannot change the others.
     z_BSD = model.apply(variables, x_BTF, valid_BT,
                         method=lambda m, x, v: m.encoder(x, v)).astype(jnp.float32)
-  steps = frames // factor
-  mask_BS = jnp.any(valid_BT.reshape(batch, steps, factor), axis=-1)
+  batch, steps, _ = z_BSD.shape
+  mask_BS = rvq_vae.latent_mask(valid_BT, model_config.downsample_log2)
   codes_NL = residual_codes(variables, model_config.quantizer, z_BSD.reshape(batch * steps, -1))
   return codes_NL.reshape(batch, steps, -1), z_BSD, mask_BS
 
