@@ -37,6 +37,12 @@ def downsample_factor(model_config):
   return 2 ** model_config.downsample_log2 if model_config.name == "temporal_conv" else 1
 
 
+def step_frames(num_steps, factor, num_frames):
+  """(frame_start [S], frame_end [S]) int32: the frames each latent step covers."""
+  start_S = (np.arange(num_steps) * factor).astype(np.int32)
+  return start_S, np.minimum(start_S + factor, num_frames).astype(np.int32)
+
+
 def _max_pad(kernel, dilation=1, stride=1):
   """The larger side of a conv's 'same' padding: how far past its own block it reads."""
   return conv1d.same_padding(kernel, dilation, stride)[1]

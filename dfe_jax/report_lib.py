@@ -114,17 +114,16 @@ def encode_videos(trained, videos):
   """Tokens (DESIGN format) for `videos`, encoded as `tokenize` does (chunked, bucketed)."""
   encoder = chunked_encoder.ChunkedEncoder(trained)
   encoded = encoder.encode([(v.x, v.valid) for v in videos])
-  factor = encoder.factor
   counts = [len(valid) for _, _, valid in encoded]
-  starts = [np.arange(n) * factor for n in counts]
+  spans = [chunked_encoder.step_frames(n, encoder.factor, len(v.x))
+           for n, v in zip(counts, videos)]
   q = trained.config.model.quantizer
   return {"video_id": np.array([v.video_id for v in videos]),
           "offset": np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
           "codes": np.concatenate([codes for codes, _, _ in encoded]).astype(np.int32),
           "valid": np.concatenate([valid for _, _, valid in encoded]).astype(bool),
-          "frame_start": np.concatenate(starts).astype(np.int32),
-          "frame_end": np.concatenate([np.minimum(s + factor, len(v.x))
-                                       for s, v in zip(starts, videos)]).astype(np.int32),
+          "frame_start": np.concatenate([start for start, _ in spans]),
+          "frame_end": np.concatenate([end for _, end in spans]),
           "codebook_size": q.codebook_size, "num_levels": q.num_levels,
           "shared_codebook": q.shared_codebook}
 

@@ -154,9 +154,9 @@ class TokenWriter:
   def add(self, video, codes_SL, latents_SD, valid_S, factor):
     """Adds one video's rows (invalid steps get code -1 at every level and a zero latent)."""
     codes_SL = np.where(valid_S[:, None], codes_SL, -1).astype(np.int32)
-    start_S = (np.arange(len(valid_S)) * factor).astype(np.int32)
+    start_S, end_S = chunked_encoder.step_frames(len(valid_S), factor, len(video.features))
     row = {"codes": codes_SL, "valid": valid_S.astype(bool), "frame_start": start_S,
-           "frame_end": np.minimum(start_S + factor, len(video.features)).astype(np.int32)}
+           "frame_end": end_S}
     if self.with_latents:
       row["latents"] = np.where(valid_S[:, None], latents_SD, 0.0).astype(np.float32)
     self.parts.append((video.video_id, row))
