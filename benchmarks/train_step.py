@@ -23,6 +23,14 @@ this process's maximum RSS (and the worker's). Prints one JSON line last. `--tra
 records one extra JAX round with `jax.profiler` (open it in TensorBoard's profile tab, or parse
 the .xplane.pb); run with XLA_FLAGS=--xla_cpu_enable_xprof_traceme=true to name XLA's ops.
 
+Page faults: each round also records, per step, the minor page faults and kernel CPU seconds
+of each process. XLA's CPU runtime allocates a step's temporaries as one block (about 530 MB
+here) and frees it after the step; glibc maps such blocks afresh every time, so each step
+faults about 130,000 4 KiB pages in and spends about 0.25 core-seconds in the kernel.
+`GLIBC_TUNABLES=glibc.malloc.hugetlb=1` (glibc >= 2.35, transparent huge pages in `madvise`
+mode) backs those maps with 2 MiB pages: about 600 faults a step. The variable reaches both
+processes, and the JSON line records it, so a run compares the two under the same allocator.
+
 Where the step's time goes: `python -m benchmarks.conv_layers` times each conv's forward, input
 gradient and kernel gradient alone. On this 2-core AMD EPYC the forward and input gradients run
 near the GEMM peak, while the kernel gradients (a matmul contracting over batch and time into a
@@ -63,7 +71,8 @@ _TORCH_PYTHON = flags.DEFINE_string(
 
 # The reference worker: bench.py's model, optimizer, data (4 pooled N(0,1) batches, seed 0) and
 # timed loop body. Three warm-up steps (the first runs k-means), then each stdin line `n` runs n
-# steps and answers the summed step time, the fastest step and its own CPU seconds.
+# steps and answers the summed step time, the fastest step, its own CPU and kernel seconds and
+# its minor page faults.
 _TORCH_WORKER = """
 import json, os, resource, sys, time
 import torch
@@ -95,10 +104,13 @@ for _ in range(3):
 print(json.dumps({"ready": True, "params": sum(p.numel() for p in model.parameters()),
                   "torch": torch.__version__}), flush=True)
 for line in sys.stdin:
-  c0 = sum(os.times()[:2])
+  c0, k0 = sum(os.times()[:2]), os.times().system
+  f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
   times = [one() for _ in range(int(line))]
   print(json.dumps({"seconds": sum(times), "min_step": min(times),
                     "cpu_seconds": sum(os.times()[:2]) - c0,
+                    "kernel_seconds": os.times().system - k0,
+                    "minor_faults": resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0,
                     "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}),
         flush=True)
 """
@@ -120,6 +132,17 @@ def torch_round(worker, steps):
   return json.loads(worker.stdout.readline())
 
 
+def kernel_work():
+  """(minor page faults, kernel CPU seconds) of this process so far."""
+  usage = resource.getrusage(resource.RUSAGE_SELF)
+  return usage.ru_minflt, usage.ru_stime
+
+
+def per_step(before, after, steps):
+  """(faults, kernel seconds) per step between two kernel_work() readings."""
+  return (after[0] - before[0]) / steps, (after[1] - before[1]) / steps
+
+
 def check_trace_dir(path):
   """Creates `path` if needed; a clear error before minutes of benchmarking if it can't be."""
   try:
@@ -128,6 +151,18 @@ def check_trace_dir(path):
       pass
   except OSError as e:
     raise app.UsageError(f"--trace_dir={path} cannot be written: {e.strerror}") from e
+
+
+def _median_pair(pairs):
+  """Per-field medians of (faults, kernel seconds) rounds, or (None, None) without rounds."""
+  if not pairs:
+    return None, None
+  return tuple(statistics.median(field) for field in zip(*pairs))
+
+
+def _kernel_line(name, pairs):
+  faults, seconds = _median_pair(pairs)
+  return f"{name} {faults:,.0f} page faults, {seconds:.3f} kernel CPU s per step"
 
 
 def main(argv):
@@ -185,10 +220,12 @@ def main(argv):
   if worker is not None and info["params"] != num_params:
     print(f"warning: torch has {info['params']} parameters, JAX {num_params}", flush=True)
   jax_fps, torch_fps, ratios, busy, torch_rss, gemms, quiet = [], [], [], [], 0.0, [gemm_pre], []
+  jax_kernel, torch_kernel = [], []  # (faults, kernel CPU seconds) per step, per round.
   try:
     for pair in range(_PAIRS.value):
-      before = contention.cpu_snapshot(worker)
+      before, work = contention.cpu_snapshot(worker), kernel_work()
       seconds = jax_round(_STEPS.value)
+      jax_kernel.append(per_step(work, kernel_work(), _STEPS.value))
       busy.append(contention.other_cores(before, contention.cpu_snapshot(worker)))
       jax_fps.append(step_frames * _STEPS.value / seconds)
       gemms.append(peak.gemm_gflops())  # Beside each round: the host's speed drifts within minutes.
@@ -199,6 +236,8 @@ def main(argv):
         result = torch_round(worker, _STEPS.value)
         busy.append(contention.other_cores(before, contention.cpu_snapshot(worker)))
         torch_rss = result["peak_rss_mb"]
+        torch_kernel.append((result["minor_faults"] / _STEPS.value,
+                             result["kernel_seconds"] / _STEPS.value))
         torch_fps.append(step_frames * _STEPS.value / result["seconds"])
         ratios.append(jax_fps[-1] / torch_fps[-1])
         # Torch's OpenMP threads slow down far more than XLA's pool when another job takes a
@@ -225,6 +264,7 @@ def main(argv):
       "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
       "jax": jax.__version__, "backend": jax.default_backend(), "devices": jax.device_count(),
       "xla_flags": os.environ.get("XLA_FLAGS", ""),
+      "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""),
       "params": num_params, "reference_params": reference.PARAMS,
       "batch": batch_size, "frames": frames, "steps_per_round": _STEPS.value,
       "compile_and_first_step_s": compile_seconds,
@@ -240,6 +280,10 @@ def main(argv):
       "jax_over_torch_median": statistics.median(ratios) if ratios else None,
       "jax_over_torch_quiet_pairs": quiet,
       "jax_over_torch_quiet_median": statistics.median(quiet) if quiet else None,
+      "page_faults_per_step": _median_pair(jax_kernel)[0],
+      "kernel_seconds_per_step": _median_pair(jax_kernel)[1],
+      "torch_page_faults_per_step": _median_pair(torch_kernel)[0],
+      "torch_kernel_seconds_per_step": _median_pair(torch_kernel)[1],
       "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
       "torch_peak_rss_mb": torch_rss or None,
       "other_cores_all": busy, "other_cores_max": max(busy) if busy else None,
@@ -250,6 +294,9 @@ def main(argv):
         f"{gflops:.1f} GFLOP/s | GEMM 2048^2 {gemm:.1f} GFLOP/s (median of {len(gemms)}) | "
         f"{gflops / gemm:.2f} of peak | peak RSS {result['peak_rss_mb']:,.0f} "
         "MB", flush=True)
+  print(_kernel_line("jax", jax_kernel) + (" | " + _kernel_line("torch", torch_kernel)
+                                           if torch_kernel else "")
+        + f" | GLIBC_TUNABLES={result['glibc_tunables'] or '(unset)'}", flush=True)
   if ratios:
     print("jax/torch per pair: " + ", ".join(f"{r:.3f}" for r in ratios)
           + f" | median {result['jax_over_torch_median']:.3f} | torch median "

@@ -1,6 +1,7 @@
 """The speed benchmarks measure the reference model and count FLOPs as the reference does."""
 
 import functools
+import mmap
 
 from absl import app
 import jax
@@ -52,3 +53,13 @@ def test_trace_dir_is_checked_before_benchmarking(tmp_path):
   (tmp_path / "file").write_text("")
   with pytest.raises(app.UsageError, match="cannot be written: Not a directory"):
     train_step_bench.check_trace_dir(str(tmp_path / "file" / "trace"))
+
+
+def test_kernel_work_counts_the_page_faults_of_touching_fresh_memory():
+  pages = 2048
+  before = train_step_bench.kernel_work()
+  with mmap.mmap(-1, pages * mmap.PAGESIZE) as block:  # Anonymous, no huge pages asked for.
+    for page in range(pages):
+      block[page * mmap.PAGESIZE] = 1
+  faults, kernel_seconds = train_step_bench.per_step(before, train_step_bench.kernel_work(), 2)
+  assert faults >= 0.9 * pages / 2 and kernel_seconds >= 0
