@@ -138,9 +138,16 @@ def kernel_work():
   return usage.ru_minflt, usage.ru_stime
 
 
-def per_step(before, after, steps):
-  """(faults, kernel seconds) per step between two kernel_work() readings."""
-  return (after[0] - before[0]) / steps, (after[1] - before[1]) / steps
+def kernel_work_since(before):
+  """(faults, kernel seconds) of this process since the kernel_work() reading `before`."""
+  return tuple(now - then for now, then in zip(kernel_work(), before))
+
+
+def per_step_medians(rounds, steps):
+  """Per-field medians of (faults, kernel seconds) round totals, per step; None without rounds."""
+  if not rounds:
+    return None, None
+  return tuple(statistics.median(field) / steps for field in zip(*rounds))
 
 
 def check_trace_dir(path):
@@ -151,18 +158,6 @@ def check_trace_dir(path):
       pass
   except OSError as e:
     raise app.UsageError(f"--trace_dir={path} cannot be written: {e.strerror}") from e
-
-
-def _median_pair(pairs):
-  """Per-field medians of (faults, kernel seconds) rounds, or (None, None) without rounds."""
-  if not pairs:
-    return None, None
-  return tuple(statistics.median(field) for field in zip(*pairs))
-
-
-def _kernel_line(name, pairs):
-  faults, seconds = _median_pair(pairs)
-  return f"{name} {faults:,.0f} page faults, {seconds:.3f} kernel CPU s per step"
 
 
 def main(argv):
@@ -220,12 +215,12 @@ def main(argv):
   if worker is not None and info["params"] != num_params:
     print(f"warning: torch has {info['params']} parameters, JAX {num_params}", flush=True)
   jax_fps, torch_fps, ratios, busy, torch_rss, gemms, quiet = [], [], [], [], 0.0, [gemm_pre], []
-  jax_kernel, torch_kernel = [], []  # (faults, kernel CPU seconds) per step, per round.
+  jax_kernel, torch_kernel = [], []  # (faults, kernel CPU seconds) of each round.
   try:
     for pair in range(_PAIRS.value):
       before, work = contention.cpu_snapshot(worker), kernel_work()
       seconds = jax_round(_STEPS.value)
-      jax_kernel.append(per_step(work, kernel_work(), _STEPS.value))
+      jax_kernel.append(kernel_work_since(work))
       busy.append(contention.other_cores(before, contention.cpu_snapshot(worker)))
       jax_fps.append(step_frames * _STEPS.value / seconds)
       gemms.append(peak.gemm_gflops())  # Beside each round: the host's speed drifts within minutes.
@@ -236,8 +231,7 @@ def main(argv):
         result = torch_round(worker, _STEPS.value)
         busy.append(contention.other_cores(before, contention.cpu_snapshot(worker)))
         torch_rss = result["peak_rss_mb"]
-        torch_kernel.append((result["minor_faults"] / _STEPS.value,
-                             result["kernel_seconds"] / _STEPS.value))
+        torch_kernel.append((result["minor_faults"], result["kernel_seconds"]))
         torch_fps.append(step_frames * _STEPS.value / result["seconds"])
         ratios.append(jax_fps[-1] / torch_fps[-1])
         # Torch's OpenMP threads slow down far more than XLA's pool when another job takes a
@@ -260,6 +254,8 @@ def main(argv):
   gemm = statistics.median(gemms)
   fps = statistics.median(jax_fps)
   gflops = fps * train_flops / 1e9
+  faults, kernel_seconds = per_step_medians(jax_kernel, _STEPS.value)
+  torch_faults, torch_kernel_seconds = per_step_medians(torch_kernel, _STEPS.value)
   result = {
       "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
       "jax": jax.__version__, "backend": jax.default_backend(), "devices": jax.device_count(),
@@ -280,10 +276,9 @@ def main(argv):
       "jax_over_torch_median": statistics.median(ratios) if ratios else None,
       "jax_over_torch_quiet_pairs": quiet,
       "jax_over_torch_quiet_median": statistics.median(quiet) if quiet else None,
-      "page_faults_per_step": _median_pair(jax_kernel)[0],
-      "kernel_seconds_per_step": _median_pair(jax_kernel)[1],
-      "torch_page_faults_per_step": _median_pair(torch_kernel)[0],
-      "torch_kernel_seconds_per_step": _median_pair(torch_kernel)[1],
+      "page_faults_per_step": faults, "kernel_seconds_per_step": kernel_seconds,
+      "torch_page_faults_per_step": torch_faults,
+      "torch_kernel_seconds_per_step": torch_kernel_seconds,
       "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
       "torch_peak_rss_mb": torch_rss or None,
       "other_cores_all": busy, "other_cores_max": max(busy) if busy else None,
@@ -294,9 +289,11 @@ def main(argv):
         f"{gflops:.1f} GFLOP/s | GEMM 2048^2 {gemm:.1f} GFLOP/s (median of {len(gemms)}) | "
         f"{gflops / gemm:.2f} of peak | peak RSS {result['peak_rss_mb']:,.0f} "
         "MB", flush=True)
-  print(_kernel_line("jax", jax_kernel) + (" | " + _kernel_line("torch", torch_kernel)
-                                           if torch_kernel else "")
-        + f" | GLIBC_TUNABLES={result['glibc_tunables'] or '(unset)'}", flush=True)
+  kernel_line = f"jax {faults:,.0f} page faults, {kernel_seconds:.3f} kernel CPU s per step"
+  if torch_kernel:
+    kernel_line += (f" | torch {torch_faults:,.0f} page faults, {torch_kernel_seconds:.3f} "
+                    "kernel CPU s per step")
+  print(kernel_line + f" | GLIBC_TUNABLES={result['glibc_tunables'] or '(unset)'}", flush=True)
   if ratios:
     print("jax/torch per pair: " + ", ".join(f"{r:.3f}" for r in ratios)
           + f" | median {result['jax_over_torch_median']:.3f} | torch median "
