@@ -3,7 +3,9 @@
   python -m benchmarks.conv_layers [--repeats=9]
 
 The layers are the `temporal_conv.Conv` calls of the reference model (`reference.config()`, as
-in `benchmarks.train_step`) at its global batch, recorded while the model initialises. Each
+in `benchmarks.train_step`) at its global batch, recorded while the model initialises; the
+decoder's last upsampling conv and the conv after it run as one composed conv
+(`Conv.followed_by`), and are timed as one layer. Each
 distinct layer is timed alone, jitted, as three programs: the forward, the input gradient and
 the kernel (+ bias) gradient, each the median of `--repeats` calls on random data. FLOPs are
 counted as the reference counts them (2 x MACs of the conv as written, so the decoder's folded
@@ -38,7 +40,8 @@ _REPEATS = flags.DEFINE_integer("repeats", 9, "Timed calls per pass (the median 
 PASSES = ("forward", "input_grad", "kernel_grad")
 
 Layer = collections.namedtuple(
-    "Layer", "name input_shape features kernel_size stride dilation upsample")
+    "Layer", "name input_shape features kernel_size stride dilation upsample then",
+    defaults=(None,))  # then: (features, kernel_size) of a plain conv composed after this one.
 
 
 def conv_layers(model_config, batch, frames):
@@ -51,6 +54,11 @@ def conv_layers(model_config, batch, frames):
     if isinstance(module, temporal_conv.Conv) and context.method_name == "__call__":
       layers.append(Layer("/".join(module.path), tuple(args[0].shape), module.features,
                           module.kernel_size, module.stride, module.dilation, module.upsample))
+    if isinstance(module, temporal_conv.Conv) and context.method_name == "followed_by":
+      then, x = args
+      layers.append(Layer("/".join(module.path) + "+" + then.name, tuple(x.shape),
+                          module.features, module.kernel_size, module.stride, module.dilation,
+                          module.upsample, (then.features, then.kernel_size)))
     return next_fun(*args, **kwargs)
 
   x = jnp.zeros((batch, frames, model_config.feature_dim), jnp.float32)
@@ -61,10 +69,14 @@ def conv_layers(model_config, batch, frames):
 
 
 def conv_flops(layer):
-  """2 x MACs of the conv as written (upsampling convs at their upsampled length)."""
+  """2 x MACs of the conv (and the one composed after it) as written, at their output lengths."""
   batch, frames, channels = layer.input_shape
   out_frames = frames * layer.upsample // layer.stride
-  return 2 * batch * out_frames * layer.kernel_size * channels * layer.features
+  flops = 2 * batch * out_frames * layer.kernel_size * channels * layer.features
+  if layer.then:
+    features, kernel_size = layer.then
+    flops += 2 * batch * out_frames * kernel_size * layer.features * features
+  return flops
 
 
 def _median_seconds(fn, args, repeats):
@@ -77,10 +89,23 @@ def _median_seconds(fn, args, repeats):
   return statistics.median(times)
 
 
+class _Composed(nn.Module):
+  """A Layer with `then`: its conv followed by the plain one, composed as the decoder runs them."""
+  layer: Layer
+
+  @nn.compact
+  def __call__(self, x_BTC):
+    features, kernel_size = self.layer.then
+    first = temporal_conv.Conv(self.layer.features, self.layer.kernel_size, self.layer.stride,
+                               self.layer.dilation, self.layer.upsample)
+    return first.followed_by(temporal_conv.Conv(features, kernel_size), x_BTC)
+
+
 def time_layer(layer, repeats):
   """{pass: seconds} of one layer alone."""
-  conv = temporal_conv.Conv(layer.features, layer.kernel_size, layer.stride, layer.dilation,
-                            layer.upsample)
+  conv = (_Composed(layer) if layer.then else
+          temporal_conv.Conv(layer.features, layer.kernel_size, layer.stride, layer.dilation,
+                             layer.upsample))
   rng = np.random.default_rng(0)
   x = jnp.asarray(rng.standard_normal(layer.input_shape, np.float32))
   params = conv.init(jax.random.PRNGKey(0), x)
@@ -113,7 +138,7 @@ def main(argv):
     seconds, flops = timed[key], conv_flops(layer)
     row = {"name": layer.name, "input_shape": layer.input_shape, "features": layer.features,
            "kernel_size": layer.kernel_size, "stride": layer.stride, "dilation": layer.dilation,
-           "upsample": layer.upsample, "flops": flops}
+           "upsample": layer.upsample, "then": layer.then, "flops": flops}
     parts = []
     for name in PASSES:
       row[f"{name}_ms"] = seconds[name] * 1e3
@@ -124,8 +149,9 @@ def main(argv):
         flops_total[name] += flops
     rows.append(row)
     shape = "x".join(map(str, layer.input_shape[1:]))
+    then = f" then k{layer.then[1]}->{layer.then[0]}" if layer.then else ""
     print(f"{layer.name:28s} {shape:>8s}->{layer.features:<3d} k{layer.kernel_size} "
-          f"s{layer.stride} d{layer.dilation} u{layer.upsample} | " + " | ".join(parts),
+          f"s{layer.stride} d{layer.dilation} u{layer.upsample}{then} | " + " | ".join(parts),
           flush=True)
   all_seconds = sum(totals.values())
   print("totals (GFLOP/s, share of the GEMM peak): " + " | ".join(

@@ -31,7 +31,9 @@ def test_reference_config_has_the_torch_models_parameters_and_flops():
 def test_conv_layers_cover_every_conv_of_the_reference_model():
   config = reference.config()
   layers = conv_layers.conv_layers(config.model, batch=2, frames=config.window_frames)
-  assert len(layers) == 33 and layers[0].name == "encoder/Conv_0"
+  # 33 convs, the decoder's last upsampling conv and the one after it timed as one layer.
+  assert len(layers) == 32 and layers[0].name == "encoder/Conv_0"
+  assert [layer.name for layer in layers if layer.then] == ["decoder/Conv_2+Conv_3"]
   assert layers[0].input_shape == (2, config.window_frames, config.model.feature_dim)
   forward, _ = reference.analytic_flops_per_frame(config.model)
   q = config.model.quantizer
@@ -43,8 +45,10 @@ def test_conv_layers_cover_every_conv_of_the_reference_model():
 def test_conv_layers_times_all_three_passes_of_a_layer():
   layer = conv_layers.Layer("up", (2, 8, 4), features=6, kernel_size=3, stride=1, dilation=1,
                             upsample=2)
-  seconds = conv_layers.time_layer(layer, repeats=1)
-  assert set(seconds) == set(conv_layers.PASSES) and all(s > 0 for s in seconds.values())
+  composed = layer._replace(then=(5, 3))
+  for timed in (layer, composed):
+    seconds = conv_layers.time_layer(timed, repeats=1)
+    assert set(seconds) == set(conv_layers.PASSES) and all(s > 0 for s in seconds.values())
 
 
 def test_trace_dir_is_checked_before_benchmarking(tmp_path):

@@ -258,3 +258,47 @@ def test_conv_equals_flax_conv_in_values_and_gradients(kernel_size, stride, dila
   got = value_and_grads(ours.apply)
   want = value_and_grads(lambda p, x: flax_conv.apply(p, upsampled(x)))
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5), got, want)
+
+
+@pytest.mark.parametrize("up_kernel_size,kernel_size,factor,frames", [
+    (3, 3, 2, 7), (3, 3, 2, 1), (5, 3, 2, 4), (3, 5, 3, 3), (3, 1, 2, 5), (4, 3, 2, 6)])
+def test_upsample_conv_then_conv_is_one_conv_in_values_and_gradients(up_kernel_size, kernel_size,
+                                                                      factor, frames):
+  keys = jax.random.split(jax.random.PRNGKey(0), 4)
+  args = (jax.random.normal(keys[0], (2, frames, 6)),
+          jax.random.normal(keys[1], (up_kernel_size, 6, 5)),
+          jax.random.normal(keys[2], (5,)), jax.random.normal(keys[3], (kernel_size, 5, 4)))
+
+  def two_convs(x, up_kernel, up_bias, kernel):
+    return conv1d.conv1d(conv1d.upsample_conv1d(x, up_kernel, factor) + up_bias, kernel)
+
+  def composed(x, up_kernel, up_bias, kernel):
+    return conv1d.upsample_conv1d_then_conv1d(x, up_kernel, up_bias, kernel, factor)
+
+  def value_and_grads(fn):
+    return jax.value_and_grad(lambda *a: jnp.sum(jnp.sin(fn(*a))), argnums=(0, 1, 2, 3))(*args)
+
+  assert composed(*args).shape == (2, frames * factor, 4)
+  np.testing.assert_allclose(composed(*args), two_convs(*args), rtol=1e-5, atol=1e-4)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-3),
+               value_and_grads(composed), value_and_grads(two_convs))
+
+
+class _UpsampleThenConv(nn.Module):
+  compose: bool
+
+  @nn.compact
+  def __call__(self, x_BTC):
+    upsample, conv = temporal_conv.Conv(5, 3, upsample=2), temporal_conv.Conv(4, 3)
+    return upsample.followed_by(conv, x_BTC) if self.compose else conv(upsample(x_BTC))
+
+
+def test_followed_by_keeps_both_convs_parameters_and_their_result():
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, 6, 3))
+  params = _UpsampleThenConv(compose=False).init(jax.random.PRNGKey(1), x)
+  assert jax.tree.map(np.shape, params) == jax.tree.map(
+      np.shape, _UpsampleThenConv(compose=True).init(jax.random.PRNGKey(1), x))
+  np.testing.assert_allclose(_UpsampleThenConv(compose=True).apply(params, x),
+                             _UpsampleThenConv(compose=False).apply(params, x), atol=1e-5)
+  with pytest.raises(ValueError, match="composes an upsampling Conv"):
+    temporal_conv.Conv(5, 3).followed_by(temporal_conv.Conv(4, 3), x)

@@ -144,3 +144,51 @@ def upsample_conv1d(x_BTC, kernel_KCO, factor):
     phases.append(padded_conv1d(x_BTC, folded, 1, (-lo, hi)))
   batch, frames, _ = x_BTC.shape
   return jnp.stack(phases, axis=2).reshape(batch, frames * factor, -1)
+
+
+def upsample_conv1d_then_conv1d(x_BTC, up_kernel_KCO, up_bias_O, kernel_KOP, factor):
+  """`conv1d(upsample_conv1d(x, up_kernel, factor) + up_bias, kernel)` as one conv of x.
+
+  Two convs with nothing between them are one conv. Output frame factor * t + r reads upsampled
+  frame factor * t + r + j - pad through tap j of the second conv, and that frame is a sum of
+  up_kernel taps over input frames near t; so per output phase r the pair is one kernel over
+  input offsets, the products up_kernel[i] @ kernel[j] summed. For k=3 twice and factor 2 that
+  is 3 taps at the input rate for 2 output frames, instead of 2 + 3 taps per output frame: 40%
+  fewer FLOPs, and the upsampled activation is never stored for the backward pass. The second
+  conv's zero padding is not linear in x, so its edge frames get back out what the composed
+  kernel reads from the upsampled frames just outside the sequence.
+  """
+  taps = kernel_KOP.shape[0]
+  pad, _ = same_padding(taps)
+  up_phases = upsample_phase_taps(up_kernel_KCO.shape[0], factor)
+  folded = [{offset: sum(up_kernel_KCO[i] for i in up_taps) for offset, up_taps in phase.items()}
+            for phase in up_phases]  # folded[phase][input offset]: [C, O]
+  composed = {}  # (output phase, input offset): [C, P]
+  for r in range(factor):
+    for j in range(taps):
+      q, r_up = divmod(r + j - pad, factor)  # Upsampled frame factor * (t + q) + r_up.
+      for offset, up_kernel_CO in folded[r_up].items():
+        key = (r, q + offset)
+        composed[key] = composed.get(key, 0) + up_kernel_CO @ kernel_KOP[j]
+  lo, hi = min(o for _, o in composed), max(o for _, o in composed)
+  no_tap = jnp.zeros((x_BTC.shape[-1], kernel_KOP.shape[-1]), x_BTC.dtype)
+  kernel = jnp.stack([jnp.concatenate([composed.get((r, o), no_tap) for r in range(factor)], -1)
+                      for o in range(lo, hi + 1)])
+  batch, frames, _ = x_BTC.shape
+  out_frames = frames * factor
+  y = padded_conv1d(x_BTC, kernel, 1, (-lo, hi)).reshape(batch, out_frames, -1)
+  y = y + up_bias_O @ kernel_KOP.sum(0)
+
+  def upsampled_frame(u):
+    """[B, O]: the upsample conv (with bias) at upsampled frame u, x zero outside [0, T)."""
+    t, r_up = divmod(u, factor)
+    return up_bias_O + sum(x_BTC[:, t + offset] @ up_kernel_CO
+                           for offset, up_kernel_CO in folded[r_up].items()
+                           if 0 <= t + offset < frames)
+
+  edge = sorted(set(range(min(pad, out_frames))) |
+                set(range(max(out_frames - (taps - 1 - pad), 0), out_frames)))
+  for t in edge:
+    outside = [(j, t + j - pad) for j in range(taps) if not 0 <= t + j - pad < out_frames]
+    y = y.at[:, t].add(-sum(upsampled_frame(u) @ kernel_KOP[j] for j, u in outside))
+  return y

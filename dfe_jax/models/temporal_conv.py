@@ -10,7 +10,8 @@ latent steps, F feature_dim, W width, D code_dim.
 
 Every conv is `Conv`: `nn.Conv`'s parameters, initialisers and `Conv_<i>` names (so checkpoints,
 `chunked_encoder` and `numpy_tokenizer` read the same weights), computed by `conv1d.py`, which
-folds the decoder's upsampling into its conv and gives the strided convs a cheaper gradient.
+folds the decoder's upsampling into its conv, composes the last upsampling conv with the conv
+after it (`Conv.followed_by`), and gives the strided convs a cheaper gradient.
 """
 
 from typing import Sequence
@@ -36,17 +37,38 @@ class Conv(nn.Module):
   dtype: str = "float32"
 
   @nn.compact
-  def __call__(self, x_BTC):
+  def weights(self, in_features):
+    """(kernel [k, in_features, features], bias [features]), cast to `dtype`."""
     kernel = self.param("kernel", nn.initializers.lecun_normal(),
-                        (self.kernel_size, x_BTC.shape[-1], self.features), jnp.float32)
+                        (self.kernel_size, in_features, self.features), jnp.float32)
     bias = self.param("bias", nn.initializers.zeros_init(), (self.features,), jnp.float32)
-    x_BTC, kernel = x_BTC.astype(self.dtype), kernel.astype(self.dtype)
+    return kernel.astype(self.dtype), bias.astype(self.dtype)
+
+  def __call__(self, x_BTC):
+    kernel, bias = self.weights(x_BTC.shape[-1])
+    x_BTC = x_BTC.astype(self.dtype)
     if self.upsample > 1:
       y = conv1d.upsample_conv1d(x_BTC, kernel, self.upsample)
     elif self.stride > 1:
       y = conv1d.strided_conv1d(x_BTC, kernel, self.stride)
     else:
       y = conv1d.conv1d(x_BTC, kernel, self.dilation)
+    return y + bias
+
+  def followed_by(self, conv, x_BTC):
+    """`conv(self(x))` for this upsampling conv and a plain `conv`, computed as one conv of x.
+
+    Nothing lies between the two, so `conv1d.upsample_conv1d_then_conv1d` composes them: 40%
+    fewer FLOPs than the two convs for k=3 and x2, with both modules' own parameters.
+    """
+    if self.upsample < 2 or (conv.stride, conv.dilation, conv.upsample) != (1, 1, 1):
+      raise ValueError(f"followed_by composes an upsampling Conv with a plain stride-1 one, not "
+                       f"upsample={self.upsample} with stride={conv.stride}, "
+                       f"dilation={conv.dilation}, upsample={conv.upsample}")
+    up_kernel, up_bias = self.weights(x_BTC.shape[-1])
+    kernel, bias = conv.weights(self.features)
+    y = conv1d.upsample_conv1d_then_conv1d(x_BTC.astype(self.dtype), up_kernel, up_bias,
+                                           kernel.astype(self.dtype), self.upsample)
     return y + bias.astype(self.dtype)
 
 
@@ -98,9 +120,14 @@ class Decoder(nn.Module):
   @nn.compact
   def __call__(self, z_BSD):
     h = nn.relu(Conv(self.width, self.kernel_size, dtype=self.dtype)(z_BSD.astype(self.dtype)))
-    for _ in range(self.downsample_log2):
+    upsamples = [Conv(self.width, self.kernel_size, upsample=2, dtype=self.dtype)
+                 for _ in range(self.downsample_log2)]
+    conv = Conv(self.width, self.kernel_size, dtype=self.dtype)
+    for upsample in upsamples:
       h = ResStack(self.width, self.dilations, self.kernel_size, self.dtype)(h)
-      h = Conv(self.width, self.kernel_size, upsample=2, dtype=self.dtype)(h)
-    h = nn.relu(Conv(self.width, self.kernel_size, dtype=self.dtype)(h))
+      if upsample is not upsamples[-1]:
+        h = upsample(h)
+    # The last upsampling conv feeds `conv` directly: the two are one conv.
+    h = nn.relu(upsamples[-1].followed_by(conv, h) if upsamples else conv(h))
     h = Conv(self.feature_dim, self.kernel_size, dtype=self.dtype)(h)
     return h.astype(jnp.float32)
