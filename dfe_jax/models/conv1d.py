@@ -17,6 +17,11 @@ All three compute exactly what `lax.conv_general_dilated` computes (up to float 
   Output phase r reads input frame t + (r + j - pad) // factor through tap j, so taps that read
   the same frame are summed first: one shorter conv per phase (k=3, x2: 2 taps instead of 3,
   a third fewer FLOPs forward and backward).
+* `upsample_conv1d_then_conv1d`: an upsampling conv and the stride-1 conv after it, with
+  nothing between them, composed into one conv of the low-rate input whose kernel is the sum of
+  the products of the two kernels' taps (k=3 twice, x2: 3 taps at the input rate for two output
+  frames instead of 2 + 3 per output frame, 40% fewer FLOPs), with the second conv's zero
+  padding put back at the two edges.
 
 Shape legend: B batch, T input frames, C input channels, O output channels, K kernel taps.
 """
