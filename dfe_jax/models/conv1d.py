@@ -154,14 +154,15 @@ def upsample_conv1d(x_BTC, kernel_KCO, factor):
 def upsample_conv1d_then_conv1d(x_BTC, up_kernel_KCO, up_bias_O, kernel_KOP, factor):
   """`conv1d(upsample_conv1d(x, up_kernel, factor) + up_bias, kernel)` as one conv of x.
 
-  Two convs with nothing between them are one conv. Output frame factor * t + r reads upsampled
-  frame factor * t + r + j - pad through tap j of the second conv, and that frame is a sum of
-  up_kernel taps over input frames near t; so per output phase r the pair is one kernel over
-  input offsets, the products up_kernel[i] @ kernel[j] summed. For k=3 twice and factor 2 that
-  is 3 taps at the input rate for 2 output frames, instead of 2 + 3 taps per output frame: 40%
-  fewer FLOPs, and the upsampled activation is never stored for the backward pass. The second
-  conv's zero padding is not linear in x, so its edge frames get back out what the composed
-  kernel reads from the upsampled frames just outside the sequence.
+  up_kernel [K, C, O] and up_bias [O] upsample C channels to O; kernel [K', O, P] then maps
+  them to P. Two convs with nothing between them are one conv. Output frame factor * t + r
+  reads upsampled frame factor * t + r + j - pad through tap j of the second conv, and that
+  frame is a sum of up_kernel taps over input frames near t; so per output phase r the pair is
+  one kernel over input offsets, the products up_kernel[i] @ kernel[j] summed. For k=3 twice
+  and factor 2 that is 3 taps at the input rate for 2 output frames, instead of 2 + 3 taps per
+  output frame: 40% fewer FLOPs, and the upsampled activation is never stored for the backward
+  pass. The second conv's zero padding is not linear in x, so its edge frames get back out what
+  the composed kernel reads from the upsampled frames just outside the sequence.
   """
   taps = kernel_KOP.shape[0]
   pad, _ = same_padding(taps)

@@ -123,9 +123,9 @@ class Decoder(nn.Module):
     upsamples = [Conv(self.width, self.kernel_size, upsample=2, dtype=self.dtype)
                  for _ in range(self.downsample_log2)]
     conv = Conv(self.width, self.kernel_size, dtype=self.dtype)
-    for upsample in upsamples:
+    for stage, upsample in enumerate(upsamples):
       h = ResStack(self.width, self.dilations, self.kernel_size, self.dtype)(h)
-      if upsample is not upsamples[-1]:
+      if stage < len(upsamples) - 1:
         h = upsample(h)
     # The last upsampling conv feeds `conv` directly: the two are one conv.
     h = nn.relu(upsamples[-1].followed_by(conv, h) if upsamples else conv(h))
