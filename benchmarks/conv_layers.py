@@ -50,15 +50,13 @@ def conv_layers(model_config, batch, frames):
   layers = []
 
   def record(next_fun, args, kwargs, context):
-    module = context.module
-    if isinstance(module, temporal_conv.Conv) and context.method_name == "__call__":
-      layers.append(Layer("/".join(module.path), tuple(args[0].shape), module.features,
-                          module.kernel_size, module.stride, module.dilation, module.upsample))
-    if isinstance(module, temporal_conv.Conv) and context.method_name == "followed_by":
-      then, x = args
-      layers.append(Layer("/".join(module.path) + "+" + then.name, tuple(x.shape),
-                          module.features, module.kernel_size, module.stride, module.dilation,
-                          module.upsample, (then.features, then.kernel_size)))
+    module, method = context.module, context.method_name
+    if isinstance(module, temporal_conv.Conv) and method in ("__call__", "followed_by"):
+      name, then = "/".join(module.path), None
+      if method == "followed_by":
+        name, then = f"{name}+{args[0].name}", (args[0].features, args[0].kernel_size)
+      layers.append(Layer(name, tuple(args[-1].shape), module.features, module.kernel_size,
+                          module.stride, module.dilation, module.upsample, then))
     return next_fun(*args, **kwargs)
 
   x = jnp.zeros((batch, frames, model_config.feature_dim), jnp.float32)

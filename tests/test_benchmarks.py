@@ -37,7 +37,8 @@ def test_conv_layers_cover_every_conv_of_the_reference_model():
   assert layers[0].input_shape == (2, config.window_frames, config.model.feature_dim)
   forward, _ = reference.analytic_flops_per_frame(config.model)
   q = config.model.quantizer
-  rvq_flops = 2 * q.codebook_size * config.model.code_dim * q.num_levels / 2 ** config.model.downsample_log2
+  rvq_flops = (2 * q.codebook_size * config.model.code_dim * q.num_levels
+               / 2 ** config.model.downsample_log2)
   per_frame = sum(conv_layers.conv_flops(layer) for layer in layers) / (2 * config.window_frames)
   assert per_frame == forward - rvq_flops
 
