@@ -24,11 +24,11 @@ records one extra JAX round with `jax.profiler` (open it in TensorBoard's profil
 the .xplane.pb); run with XLA_FLAGS=--xla_cpu_enable_xprof_traceme=true to name XLA's ops.
 
 Page faults: each round also records, per step, the minor page faults and kernel CPU seconds
-of each process. XLA's CPU runtime allocates a step's temporaries as one block (about 530 MB
-here) and frees it after the step; glibc maps such blocks afresh every time, so each step
-faults about 130,000 4 KiB pages in and spends 0.25-0.3 core-seconds in the kernel.
+of each process. XLA's CPU runtime allocates a step's temporaries as one block (several
+hundred MB here) and frees it after the step; glibc maps such blocks afresh every time, so each
+step faults over 100,000 4 KiB pages in and spends about 0.25 core-seconds in the kernel.
 `GLIBC_TUNABLES=glibc.malloc.hugetlb=1` (glibc >= 2.35, transparent huge pages in `madvise`
-mode) backs those maps with 2 MiB pages: about 600 faults a step. The variable reaches both
+mode) backs those maps with 2 MiB pages: a few hundred faults a step. The variable reaches both
 processes, and the JSON line records it, so a run compares the two under the same allocator.
 
 Where the step's time goes: `python -m benchmarks.conv_layers` times each conv's forward, input
