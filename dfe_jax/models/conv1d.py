@@ -123,18 +123,20 @@ def _strided_bwd(stride, residuals, dy_BSO):
 strided_conv1d.defvjp(_strided_fwd, _strided_bwd)
 
 
-def upsample_phase_taps(kernel_size, factor):
-  """Per output phase r, {input frame offset: [taps]} of upsample-by-`factor` then a 'same' conv.
+def upsample_phase_kernels(kernel_KCO, factor):
+  """Per output phase r, {input frame offset: [C, O]} of upsample-by-`factor` then a 'same' conv.
 
   Output frame factor * t + r reads upsampled frame factor * t + r + j - pad through tap j,
-  which is input frame t + (r + j - pad) // factor.
+  which is input frame t + (r + j - pad) // factor; the taps that read the same input frame are
+  summed. Offsets are consecutive (j steps by 1), so no phase skips one.
   """
-  pad, _ = same_padding(kernel_size)
+  pad, _ = same_padding(kernel_KCO.shape[0])
   phases = []
   for r in range(factor):
     by_offset = {}
-    for j in range(kernel_size):
-      by_offset.setdefault((r + j - pad) // factor, []).append(j)
+    for j in range(kernel_KCO.shape[0]):
+      offset = (r + j - pad) // factor
+      by_offset[offset] = by_offset.get(offset, 0) + kernel_KCO[j]
     phases.append(by_offset)
   return phases
 
@@ -142,10 +144,9 @@ def upsample_phase_taps(kernel_size, factor):
 def upsample_conv1d(x_BTC, kernel_KCO, factor):
   """`conv1d(jnp.repeat(x, factor, axis=1), kernel)` with the taps folded per output phase."""
   phases = []
-  for by_offset in upsample_phase_taps(kernel_KCO.shape[0], factor):
+  for by_offset in upsample_phase_kernels(kernel_KCO, factor):
     lo, hi = min(by_offset), max(by_offset)
-    # Offsets are consecutive (j steps by 1), so no folded tap is empty.
-    folded = jnp.stack([sum(kernel_KCO[j] for j in by_offset[o]) for o in range(lo, hi + 1)])
+    folded = jnp.stack([by_offset[o] for o in range(lo, hi + 1)])
     phases.append(padded_conv1d(x_BTC, folded, 1, (-lo, hi)))
   batch, frames, _ = x_BTC.shape
   return jnp.stack(phases, axis=2).reshape(batch, frames * factor, -1)
@@ -166,9 +167,7 @@ def upsample_conv1d_then_conv1d(x_BTC, up_kernel_KCO, up_bias_O, kernel_KOP, fac
   """
   taps = kernel_KOP.shape[0]
   pad, _ = same_padding(taps)
-  up_phases = upsample_phase_taps(up_kernel_KCO.shape[0], factor)
-  folded = [{offset: sum(up_kernel_KCO[i] for i in up_taps) for offset, up_taps in phase.items()}
-            for phase in up_phases]  # folded[phase][input offset]: [C, O]
+  folded = upsample_phase_kernels(up_kernel_KCO, factor)  # folded[phase][input offset]: [C, O]
   composed = {}  # (output phase, input offset): [C, P]
   for r in range(factor):
     for j in range(taps):
