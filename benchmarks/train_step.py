@@ -18,11 +18,12 @@ headline is the median of the per-pair JAX/torch ratios. FLOPs are counted as th
 counts them (2 x MACs of every conv plus the RVQ distances, train = 3 x forward). A float32
 GEMM (2048^2, through XLA) is timed before, after and beside every JAX round; their median is
 the peak, and both sides' median frames/s are reported as a share of it (the reference's share
-says how much room 1.2x leaves). Pairs where other processes kept under 0.1 core busy get their own median, because
-torch's OpenMP threads lose far more than XLA's pool to a concurrent job. Peak memory is
-this process's maximum RSS (and the worker's). Prints one JSON line last. `--trace_dir` also
-records one extra JAX round with `jax.profiler` (open it in TensorBoard's profile tab, or parse
-the .xplane.pb); run with XLA_FLAGS=--xla_cpu_enable_xprof_traceme=true to name XLA's ops.
+says how much room 1.2x leaves). Pairs where other processes kept under 0.1 core busy get their
+own median, because torch's OpenMP threads lose far more than XLA's pool to a concurrent job.
+Peak memory is this process's maximum RSS (and the worker's). Prints one JSON line last.
+`--trace_dir` also records one extra JAX round with `jax.profiler` (open it in TensorBoard's
+profile tab, or parse the .xplane.pb); run with XLA_FLAGS=--xla_cpu_enable_xprof_traceme=true to
+name XLA's ops.
 
 Page faults: each round also records, per step, the minor page faults and kernel CPU seconds
 of each process. XLA's CPU runtime allocates a step's temporaries as one block (several
@@ -303,7 +304,8 @@ def main(argv):
     print("jax/torch per pair: " + ", ".join(f"{r:.3f}" for r in ratios)
           + f" | median {result['jax_over_torch_median']:.3f} | torch median "
           f"{torch_fps_median:,.0f} frames/s "
-          f"({result['torch_train_over_gemm_peak']:.2f} of peak) | quiet pairs (others < 0.1 core): "
+          f"({result['torch_train_over_gemm_peak']:.2f} of peak) | "
+          "quiet pairs (others < 0.1 core): "
           + (", ".join(f"{r:.3f}" for r in quiet) + f", median {statistics.median(quiet):.3f}"
              if quiet else "none"), flush=True)
   print(json.dumps(result))
