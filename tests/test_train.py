@@ -119,6 +119,15 @@ def _train_cli(*flags, env=None):
                         text=True, cwd=REPO, env=env, timeout=600)
 
 
+def test_cpu_runs_without_the_huge_page_tunable_get_a_hint():
+  hint = train_lib.cpu_allocator_hint("cpu", {})
+  assert "GLIBC_TUNABLES=glibc.malloc.hugetlb=1" in hint
+  assert train_lib.cpu_allocator_hint("cpu", {"GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"}) is None
+  assert train_lib.cpu_allocator_hint(
+      "cpu", {"GLIBC_TUNABLES": "glibc.malloc.arena_max=1:glibc.malloc.hugetlb=2"}) is None
+  assert train_lib.cpu_allocator_hint("tpu", {}) is None
+
+
 def test_cli_reports_unknown_keys_and_missing_dataset_in_one_line(tmp_path):
   unknown = _train_cli("--config=configs/rvq.py:smoke", "--config.no_such_key=1",
                        f"--workdir={tmp_path}/a")
