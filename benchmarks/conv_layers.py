@@ -20,7 +20,6 @@ Prints one line per layer, the totals, and one JSON line last.
 
 import collections
 import json
-import statistics
 import time
 
 from absl import app
@@ -32,6 +31,7 @@ import numpy as np
 
 from benchmarks import peak
 from benchmarks import reference
+from benchmarks import timing
 from dfe_jax import models
 from dfe_jax.models import temporal_conv
 
@@ -77,16 +77,6 @@ def conv_flops(layer):
   return flops
 
 
-def _median_seconds(fn, args, repeats):
-  jax.block_until_ready(fn(*args))
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    jax.block_until_ready(fn(*args))
-    times.append(time.perf_counter() - start)
-  return statistics.median(times)
-
-
 class _Composed(nn.Module):
   """A Layer with `then`: its conv followed by the plain one, composed as the decoder runs them."""
   layer: Layer
@@ -116,7 +106,7 @@ def time_layer(layer, repeats):
   programs = {"forward": jax.jit(conv.apply),
               "input_grad": jax.jit(jax.grad(pullback, argnums=1)),
               "kernel_grad": jax.jit(jax.grad(pullback, argnums=0))}
-  return {name: _median_seconds(fn, (params, x), repeats) for name, fn in programs.items()}
+  return {name: timing.median_seconds(fn, (params, x), repeats) for name, fn in programs.items()}
 
 
 def main(argv):

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from benchmarks import conv_layers
+from benchmarks import fused_transposes
 from benchmarks import reference
 from benchmarks import train_step as train_step_bench
 from dfe_jax import models
@@ -50,6 +51,23 @@ def test_conv_layers_times_all_three_passes_of_a_layer():
   for timed in (layer, composed):
     seconds = conv_layers.time_layer(timed, repeats=1)
     assert set(seconds) == set(conv_layers.PASSES) and all(s > 0 for s in seconds.values())
+
+
+def test_fused_transposes_compute_what_each_producer_names():
+  rng = np.random.default_rng(0)
+  h, dy = rng.standard_normal((2, 3, 4, 5), np.float32)
+  bias = rng.standard_normal(5, np.float32)
+  inputs = {"stored": h, "relu": np.maximum(h, 0), "bias_relu": np.maximum(h + bias, 0),
+            "relu_no_constant": np.maximum(h, 0)}
+  assert set(inputs) == set(fused_transposes.PRODUCERS)
+  for name, x in inputs.items():
+    transpose, kernel_grad = fused_transposes.programs(fused_transposes.PRODUCERS[name])
+    np.testing.assert_allclose(transpose(h, bias, dy), np.transpose(x, (2, 0, 1)), rtol=1e-6)
+    np.testing.assert_allclose(kernel_grad(h, bias, dy), np.einsum("btc,bto->co", x, dy),
+                               rtol=1e-5, atol=1e-5)
+  seconds, matmul = fused_transposes.time_producers((2, 3, 4), repeats=1)
+  assert set(seconds) == set(inputs) and matmul > 0
+  assert all(t > 0 and g > 0 for t, g in seconds.values())
 
 
 def test_trace_dir_is_checked_before_benchmarking(tmp_path):
