@@ -2,6 +2,7 @@
 
   python -m benchmarks.train_step [--pairs=5] [--steps=10] [--torch_python=/tmp/venv-torch/bin/python]
                                   [--trace_dir=/tmp/dfe_trace]
+                                  [--reference_env=same|default]
 
 The reference configuration is `configs/rvq.py`'s default `config.model` and `config.loss`
 (53 features, 64-frame windows, global batch 256, width 256, 4x downsampling, residual stacks
@@ -30,8 +31,11 @@ of each process. XLA's CPU runtime allocates a step's temporaries as one block (
 hundred MB here) and frees it after the step; glibc maps such blocks afresh every time, so each
 step faults over 100,000 4 KiB pages in and spends about 0.25 core-seconds in the kernel.
 `GLIBC_TUNABLES=glibc.malloc.hugetlb=1` (glibc >= 2.35, transparent huge pages in `madvise`
-mode) backs those maps with 2 MiB pages: a few hundred faults a step. The variable reaches both
-processes, and the JSON line records it, so a run compares the two under the same allocator.
+mode) backs those maps with 2 MiB pages: a few hundred faults a step. By default the variable
+reaches both processes, so a run compares the two under the same allocator; huge pages speed up
+the JAX step but not the reference, so `--reference_env=default` starts the torch worker without
+GLIBC_TUNABLES, as the reference's own run.sh does: each side in the environment it runs best in.
+The JSON line records both sides' settings.
 
 Where the step's time goes: `python -m benchmarks.conv_layers` times each conv's forward, input
 gradient and kernel gradient alone. On this 2-core AMD EPYC the forward and input gradients run
@@ -69,6 +73,10 @@ _TRACE_DIR = flags.DEFINE_string("trace_dir", "", "Record one extra JAX round he
 _TORCH_PYTHON = flags.DEFINE_string(
     "torch_python", os.path.join(tempfile.gettempdir(), "venv-torch", "bin", "python"),
     "Interpreter with torch + vector-quantize-pytorch ('' to skip the reference).")
+_REFERENCE_ENV = flags.DEFINE_enum(
+    "reference_env", "same", ["same", "default"],
+    "The torch worker's environment: 'same' as this process, or 'default': without "
+    "GLIBC_TUNABLES, as the reference's run.sh starts it.")
 
 
 # The reference worker: bench.py's model, optimizer, data (4 pooled N(0,1) batches, seed 0) and
@@ -118,12 +126,21 @@ for line in sys.stdin:
 """
 
 
-def start_torch_worker(python, batch, frames):
+def reference_environ(mode, environ):
+  """The torch worker's environment: `environ` ('same'), or it without GLIBC_TUNABLES."""
+  environ = dict(environ)
+  if mode == "default":
+    environ.pop("GLIBC_TUNABLES", None)
+  return environ
+
+
+def start_torch_worker(python, batch, frames, environ):
   """The reference worker process (after its warm-up), or None when it cannot run here."""
   if not python or not os.path.exists(python) or not os.path.isdir(reference.REF_DIR):
     return None, None
   worker = subprocess.Popen([python, "-c", _TORCH_WORKER, reference.REF_DIR, str(batch),
-                             str(frames)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+                             str(frames)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                            env=environ)
   return worker, json.loads(worker.stdout.readline())
 
 
@@ -213,7 +230,8 @@ def main(argv):
   step_frames = batch_size * frames
   load_start = os.getloadavg()
   gemm_pre = peak.gemm_gflops()
-  worker, info = start_torch_worker(_TORCH_PYTHON.value, batch_size, frames)
+  torch_environ = reference_environ(_REFERENCE_ENV.value, os.environ)
+  worker, info = start_torch_worker(_TORCH_PYTHON.value, batch_size, frames, torch_environ)
   if worker is not None and info["params"] != num_params:
     print(f"warning: torch has {info['params']} parameters, JAX {num_params}", flush=True)
   jax_fps, torch_fps, ratios, busy, torch_rss, gemms, quiet = [], [], [], [], 0.0, [gemm_pre], []
@@ -265,6 +283,7 @@ def main(argv):
       "jax": jax.__version__, "backend": jax.default_backend(), "devices": jax.device_count(),
       "xla_flags": os.environ.get("XLA_FLAGS", ""),
       "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""),
+      "torch_glibc_tunables": torch_environ.get("GLIBC_TUNABLES", ""),
       "params": num_params, "reference_params": reference.PARAMS,
       "batch": batch_size, "frames": frames, "steps_per_round": _STEPS.value,
       "compile_and_first_step_s": compile_seconds,
@@ -299,7 +318,8 @@ def main(argv):
   if torch_kernel:
     kernel_line += (f" | torch {torch_faults:,.0f} page faults, {torch_kernel_seconds:.3f} "
                     "kernel CPU s per step")
-  print(kernel_line + f" | GLIBC_TUNABLES={result['glibc_tunables'] or '(unset)'}", flush=True)
+  print(kernel_line + f" | GLIBC_TUNABLES={result['glibc_tunables'] or '(unset)'}, torch's "
+        f"{result['torch_glibc_tunables'] or '(unset)'}", flush=True)
   if ratios:
     print("jax/torch per pair: " + ", ".join(f"{r:.3f}" for r in ratios)
           + f" | median {result['jax_over_torch_median']:.3f} | torch median "

@@ -70,6 +70,13 @@ def test_fused_transposes_compute_what_each_producer_names():
   assert all(t > 0 and g > 0 for t, g in seconds.values())
 
 
+def test_reference_env_default_starts_the_worker_without_glibc_tunables():
+  environ = {"GLIBC_TUNABLES": "glibc.malloc.hugetlb=1", "PATH": "/bin"}
+  assert train_step_bench.reference_environ("same", environ) == environ
+  assert train_step_bench.reference_environ("default", environ) == {"PATH": "/bin"}
+  assert environ["GLIBC_TUNABLES"] == "glibc.malloc.hugetlb=1"  # The caller's dict is kept.
+
+
 def test_trace_dir_is_checked_before_benchmarking(tmp_path):
   train_step_bench.check_trace_dir(str(tmp_path / "trace"))
   assert (tmp_path / "trace").is_dir()
