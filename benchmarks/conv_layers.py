@@ -35,7 +35,8 @@ from benchmarks import timing
 from dfe_jax import models
 from dfe_jax.models import temporal_conv
 
-_REPEATS = flags.DEFINE_integer("repeats", 9, "Timed calls per pass (the median is kept).")
+_REPEATS = flags.DEFINE_integer("repeats", 9, "Timed calls per pass (the median is kept).",
+                                lower_bound=1)
 
 PASSES = ("forward", "input_grad", "kernel_grad")
 

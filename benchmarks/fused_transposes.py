@@ -25,7 +25,8 @@ import numpy as np
 
 from benchmarks import timing
 
-_CALLS = flags.DEFINE_integer("calls", 20, "Timed calls per program (the median is kept).")
+_CALLS = flags.DEFINE_integer("calls", 20, "Timed calls per program (the median is kept).",
+                              lower_bound=1)
 
 # The conv input x as each producer makes it from the stored h [B, T, C] and a bias [C].
 PRODUCERS = {

@@ -34,7 +34,7 @@ step faults over 100,000 4 KiB pages in and spends about 0.25 core-seconds in th
 mode) backs those maps with 2 MiB pages: a few hundred faults a step. By default the variable
 reaches both processes, so a run compares the two under the same allocator; huge pages speed up
 the JAX step but not the reference, so `--reference_env=default` starts the torch worker without
-GLIBC_TUNABLES, as the reference's own run.sh does: each side in the environment it runs best in.
+GLIBC_TUNABLES, as the reference's own run.sh does: each side in its own recommended setting.
 The JSON line records both sides' settings.
 
 Where the step's time goes: `python -m benchmarks.conv_layers` times each conv's forward, input
