@@ -14,6 +14,7 @@ from jax.sharding import PartitionSpec as P
 from dfe_jax import features
 from dfe_jax import losses
 from dfe_jax import models
+from dfe_jax.models import activations
 from dfe_jax.models import conv1d
 from dfe_jax.models import temporal_conv
 
@@ -232,6 +233,20 @@ def test_configs_build_and_describe_the_reference_model():
   bogus.model.name = "bogus"
   with pytest.raises(ValueError):
     models.get_model(bogus.model)
+
+
+def test_relu_equals_jax_nn_relu_in_values_and_gradients():
+  x = jnp.concatenate([jnp.array([-2.0, -0.0, 0.0, 1e-30, 3.0, jnp.nan]),
+                       jax.random.normal(jax.random.PRNGKey(0), (64,))])
+  w = jax.random.normal(jax.random.PRNGKey(1), x.shape)
+  for fn in (lambda f, x: f(x), jax.jit(lambda f, x: f(x), static_argnums=0)):
+    np.testing.assert_array_equal(fn(activations.relu, x), fn(jax.nn.relu, x))
+  weighted = lambda f: jax.jit(jax.grad(lambda x: jnp.nansum(f(x) * w)))
+  np.testing.assert_array_equal(weighted(activations.relu)(x), weighted(jax.nn.relu)(x))
+  _, tangent = jax.jvp(activations.relu, (x,), (w,))
+  np.testing.assert_array_equal(tangent, jnp.where(x > 0, w, 0.0))
+  # The one documented difference: inf - inf is NaN.
+  assert np.isnan(activations.relu(jnp.inf)) and np.isnan(activations.relu(-jnp.inf))
 
 
 @pytest.mark.parametrize("kernel_size,stride,dilation,upsample,frames", [

@@ -11,7 +11,9 @@ latent steps, F feature_dim, W width, D code_dim.
 Every conv is `Conv`: `nn.Conv`'s parameters, initialisers and `Conv_<i>` names (so checkpoints,
 `chunked_encoder` and `numpy_tokenizer` read the same weights), computed by `conv1d.py`, which
 folds the decoder's upsampling into its conv, composes the last upsampling conv with the conv
-after it (`Conv.followed_by`), and gives the strided convs a cheaper gradient.
+after it (`Conv.followed_by`), and gives the strided convs a cheaper gradient. The ReLUs are
+`activations.relu` (`jax.nn.relu`'s values and gradient) so that the kernel gradients' transposes
+read stored activations.
 """
 
 from typing import Sequence
@@ -19,6 +21,7 @@ from typing import Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from dfe_jax.models import activations
 from dfe_jax.models import conv1d
 
 
@@ -83,8 +86,8 @@ class ResStack(nn.Module):
   def __call__(self, h_BTW):
     for dilation in self.dilations:
       r_BTW = Conv(self.width, self.kernel_size, dilation=dilation, dtype=self.dtype)(
-          nn.relu(h_BTW))
-      h_BTW = h_BTW + Conv(self.width, 1, dtype=self.dtype)(nn.relu(r_BTW))
+          activations.relu(h_BTW))
+      h_BTW = h_BTW + Conv(self.width, 1, dtype=self.dtype)(activations.relu(r_BTW))
     return h_BTW
 
 
@@ -101,7 +104,7 @@ class Encoder(nn.Module):
   @nn.compact
   def __call__(self, x_BTF, mask_BT):
     h = jnp.where(mask_BT[..., None], x_BTF, 0.0).astype(self.dtype)
-    h = nn.relu(Conv(self.width, self.kernel_size, dtype=self.dtype)(h))
+    h = activations.relu(Conv(self.width, self.kernel_size, dtype=self.dtype)(h))
     for _ in range(self.downsample_log2):
       h = Conv(self.width, self.down_kernel, stride=2, dtype=self.dtype)(h)
       h = ResStack(self.width, self.dilations, self.kernel_size, self.dtype)(h)
@@ -119,7 +122,8 @@ class Decoder(nn.Module):
 
   @nn.compact
   def __call__(self, z_BSD):
-    h = nn.relu(Conv(self.width, self.kernel_size, dtype=self.dtype)(z_BSD.astype(self.dtype)))
+    h = Conv(self.width, self.kernel_size, dtype=self.dtype)(z_BSD.astype(self.dtype))
+    h = activations.relu(h)
     upsamples = [Conv(self.width, self.kernel_size, upsample=2, dtype=self.dtype)
                  for _ in range(self.downsample_log2)]
     conv = Conv(self.width, self.kernel_size, dtype=self.dtype)
@@ -128,6 +132,6 @@ class Decoder(nn.Module):
       if stage < len(upsamples) - 1:
         h = upsample(h)
     # The last upsampling conv feeds `conv` directly: the two are one conv.
-    h = nn.relu(upsamples[-1].followed_by(conv, h) if upsamples else conv(h))
+    h = activations.relu(upsamples[-1].followed_by(conv, h) if upsamples else conv(h))
     h = Conv(self.feature_dim, self.kernel_size, dtype=self.dtype)(h)
     return h.astype(jnp.float32)
