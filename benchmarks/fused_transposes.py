@@ -8,9 +8,10 @@ input; in the train step that is the previous conv's bias add and ReLU (`copy_bi
 a `benchmarks.train_step --trace_dir` trace). This times, at the reference step's [256, 32, 256]
 activations, that transpose alone and the whole kernel gradient x^T @ dy for four producers of x:
 an activation already stored (nothing to fuse), ReLU (a broadcast zero fused), bias + ReLU (a
-broadcast bias too, as in the step), and a ReLU written with no constant, max(h, h - h), which
+broadcast bias too, as in the step with `jax.nn.relu`), and a ReLU written with no constant, max(h, h - h), which
 shows that the broadcasts, not the arithmetic, are what cost; and the matmul alone, on an operand
-already laid out [channels, batch x time]. Each program is jitted alone and timed as the median of
+already laid out [channels, batch x time]. The model's ReLU is that constant-free form
+(`dfe_jax.models.activations.relu`). Each program is jitted alone and timed as the median of
 `--calls` calls. Prints a line per producer and one JSON line last.
 """
 

@@ -38,10 +38,10 @@ GLIBC_TUNABLES, as the reference's own run.sh does: each side in its own recomme
 The JSON line records both sides' settings.
 
 Where the step's time goes: `python -m benchmarks.conv_layers` times each conv's forward, input
-gradient and kernel gradient alone. On this 2-core AMD EPYC the forward and input gradients run
-near the GEMM peak, while the kernel gradients (a matmul contracting over batch and time into a
-small output) run well below it and are about a third of the step; `models/conv1d.py` says
-what was done about each.
+gradient and kernel gradient alone. On the 2-core hosts measured (AMD EPYC, Intel Xeon) the
+forward and input gradients run near the GEMM peak, while the kernel gradients (a matmul
+contracting over batch and time into a small output) run well below it and are a third to half of
+the step; `models/conv1d.py` and `models/activations.py` say what was done about them.
 """
 
 import functools
