@@ -8,8 +8,8 @@ minutes on this 2-core CPU when quiet, held-out cosine similarity quoted in the 
 `configs/rvq.py:smoke` trains for seconds (a check that everything runs, not a model).
 The full config (width 256, 3000 steps of 256 windows) should take about 55-105 minutes here, by
 the 7,800-14,800 train frames/s of benchmarks/train_step.py on the hosts measured (README,
-"Speed"; start it with GLIBC_TUNABLES=glibc.malloc.hugetlb=1); its result on the synthetic corpus is not measured yet
-(the demo run reaches held-out cosine similarity 0.93).
+"Speed"; start it with GLIBC_TUNABLES=glibc.malloc.hugetlb=1); its result on the synthetic
+corpus is not measured yet (the demo run reaches held-out cosine similarity 0.93).
 
 `config.model` keys (read by `dfe_jax.models.get_model`):
   name                     "temporal_conv" | "frame_transformer"
