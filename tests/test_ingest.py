@@ -118,8 +118,10 @@ def test_subject_normalisation_stores_each_subjects_mean(small_corpus, tmp_path)
   v = outputs.load_npz(os.path.join(os.path.dirname(small_corpus), row["path"]))
   own = [outputs.load_npz(os.path.join(os.path.dirname(small_corpus), r["path"]))
          for r in _rows(small_corpus) if r["subject_id"] == row["subject_id"]]
-  expected = np.concatenate([o["features"][o["valid"]] for o in own]).mean(0)
-  np.testing.assert_allclose(stats["subject_mean"][row["subject_id"]], expected, atol=1e-5)
+  # Float64 on both sides (ingest sums float64 moments): only the summation order differs.
+  frames = np.concatenate([o["features"][o["valid"]] for o in own]).astype(np.float64)
+  np.testing.assert_allclose(stats["subject_mean"][row["subject_id"]], frames.mean(0),
+                             rtol=1e-12, atol=1e-12 * np.abs(frames).max())
   del v
 
 

@@ -9,6 +9,11 @@ import pytest
 
 from dfe_jax.models import quantizer as vq
 from dfe_jax.models import residual_vq
+from tolerances import assert_close_f32  # pylint: disable=g-bad-import-order
+from tolerances import assert_codes_equal_except_ties
+from tolerances import assert_tree_close_f32
+from tolerances import codes_of_differing_rows
+from tolerances import f32_rtol
 
 
 def _rvq(**overrides):
@@ -42,12 +47,9 @@ def test_nearest_code_matches_brute_force_numpy():
   got = np.asarray(vq.nearest_code(x, codebook))
   d = ((x[:, None, :].astype(np.float64) - codebook[None].astype(np.float64)) ** 2).sum(-1)
   want = d.argmin(1)
-  best = d[np.arange(len(x)), want]
-  # Only a float32 near-tie may pick a different code, and then one at the same distance.
-  np.testing.assert_allclose(d[np.arange(len(x)), got], best, rtol=1e-5, atol=1e-4)
-  gap = np.sort(d, 1)[:, 1] - best
-  assert np.all(got[gap > 1e-3] == want[gap > 1e-3])
-  assert np.mean(got == want) > 0.99
+  # Only a float32 near-tie may pick a different code (at most 1% of rows), and then one at the
+  # same distance within float32 rounding.
+  assert_codes_equal_except_ties(got[:, None], want[:, None], x, x, codebook[None])
 
 
 def test_exact_ties_pick_the_lowest_index_for_l2_and_cosine():
@@ -65,7 +67,8 @@ def test_exact_ties_pick_the_lowest_index_for_l2_and_cosine():
       d = -(xs.astype(np.float64) @ cs.T.astype(np.float64))
     else:
       d = ((x[:, None].astype(np.float64) - codebook[None].astype(np.float64)) ** 2).sum(-1)
-    np.testing.assert_allclose(d[np.arange(len(x)), got], d.min(1), rtol=1e-5, atol=1e-4)
+    assert_codes_equal_except_ties(got[:, None], d.argmin(1)[:, None], x, x, codebook[None],
+                                   cosine=cosine)
     assert got[500] == got[501] == 7 and got[502] == 3
 
 
@@ -74,9 +77,10 @@ def test_cosine_lookup_matches_brute_force_numpy():
   x = rng.normal(size=(200, 6)).astype(np.float32)
   codebook = rng.normal(size=(32, 6)).astype(np.float32) * rng.uniform(0.1, 5, size=(32, 1))
   got = np.asarray(vq.nearest_code(x, codebook, cosine=True))
-  sim = (x / np.linalg.norm(x, axis=1, keepdims=True)) @ (
-      codebook / np.linalg.norm(codebook, axis=1, keepdims=True)).T
-  np.testing.assert_allclose(sim[np.arange(len(x)), got], sim.max(1), atol=1e-5)
+  sim = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float64) @ (
+      codebook / np.linalg.norm(codebook, axis=1, keepdims=True)).T.astype(np.float64)
+  assert_codes_equal_except_ties(got[:, None], sim.argmax(1)[:, None], x, x, codebook[None],
+                                 cosine=True)
 
 
 def test_straight_through_gradient_reaches_encoder_unchanged():
@@ -120,7 +124,8 @@ def test_reconstruction_error_does_not_increase_with_levels(shared):
   _, _, quantized = jax.jit(vq.residual_quantize, static_argnums=2)(z, codebooks, 4)
   prefix = jnp.cumsum(quantized, axis=1)
   errors = np.asarray(jnp.mean((z[:, None, :] - prefix) ** 2, axis=(0, 2)))
-  assert np.all(np.diff(errors) <= 1e-6), errors
+  # Non-increasing up to the float32 rounding of a mean of 1024 x 6 squares.
+  assert np.all(np.diff(errors) <= f32_rtol(z.size) * errors[:-1]), errors
   assert errors[-1] < 0.5 * errors[0], errors
 
 
@@ -209,8 +214,8 @@ def test_kmeans_init_puts_codes_on_data_clusters():
   assert np.all(dist.min(1) < 0.5), "every code sits on a cluster"
   assert np.all(dist.min(0) < 0.5), "every cluster has a code"
   # The EMA statistics agree with the codebook, so the first update does not jump.
-  np.testing.assert_allclose(stats["ema_sum"], stats["codebook"] * stats["ema_count"][..., None],
-                             rtol=1e-5, atol=1e-5)
+  assert_close_f32(stats["codebook"] * stats["ema_count"][..., None], stats["ema_sum"],
+                   f32_rtol(400, depth=2))  # Sums of <= 400 latents, divided and multiplied.
   assert float(stats["ema_count"].sum()) == pytest.approx(350.0)  # Masked frames not counted.
 
 
@@ -304,7 +309,17 @@ def test_jit_and_eager_agree_in_train_mode():
   (zq_j, aux_j), stats_j = _train_apply(module, variables, z, mask, 3)
   (zq_e, aux_e), stats_e = module.apply(variables, z, mask, train=True,
                                         rngs={"vq": jax.random.PRNGKey(3)}, mutable=["vq_stats"])
-  np.testing.assert_array_equal(aux_e["codes"], aux_j["codes"])
-  np.testing.assert_allclose(zq_e, zq_j, rtol=1e-5, atol=1e-6)
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
-               stats_e, stats_j)
+  # Both quantize the same z; fused and unfused distances may only flip a float32 near-tie.
+  codes_e, codes_j = (np.asarray(a["codes"]).reshape(-1, 3) for a in (aux_e, aux_j))
+  flat_z = np.asarray(z).reshape(-1, 8)
+  assert_codes_equal_except_ties(codes_e, codes_j, flat_z, flat_z,
+                                 variables["vq_stats"]["codebook"])
+  # z_q and the EMA statistics (sums of <= 24 latents over 3 levels) of the rows and codes that
+  # no flipped tie touched.
+  same = (codes_e == codes_j).all(1)
+  assert_close_f32(np.asarray(zq_e).reshape(-1, 8)[same], np.asarray(zq_j).reshape(-1, 8)[same],
+                   f32_rtol(24, depth=3))
+  kept = ~codes_of_differing_rows(codes_e, codes_j, 16)
+  per_code = lambda stats: jax.tree.map(lambda a: np.asarray(a)[:, kept] if np.ndim(a) > 1 else a,
+                                        stats)
+  assert_tree_close_f32(per_code(stats_e), per_code(stats_j), f32_rtol(24, depth=3))
