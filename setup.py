@@ -9,7 +9,10 @@ setuptools.setup(
     name="dfe_jax",
     version="0.1.0",
     description="Discrete Facial Encoding: RVQ-VAE facial-expression tokens in JAX/Flax.",
-    packages=setuptools.find_packages(include=["dfe_jax", "dfe_jax.*"]),
+    # configs/ stays where users name it (--config=configs/rvq.py) and installs as dfe_jax.configs,
+    # so the main job finds its configs from any install.
+    packages=setuptools.find_packages(include=["dfe_jax", "dfe_jax.*"]) + ["dfe_jax.configs"],
+    package_dir={"dfe_jax.configs": "configs"},
     package_data={"dfe_jax": ["assets/*"]},
     python_requires=">=3.10",
     install_requires=[

@@ -32,6 +32,7 @@ import numpy as np
 from benchmarks import peak
 from benchmarks import reference
 from benchmarks import timing
+
 from dfe_jax import models
 from dfe_jax.models import temporal_conv
 

@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmarks import timing
+
 from dfe_jax.models import activations
 
 _CALLS = flags.DEFINE_integer("calls", 20, "Timed calls per program (the median is kept).",

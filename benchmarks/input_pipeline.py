@@ -15,11 +15,12 @@ import time
 from absl import app
 from absl import flags
 
-from dfe_jax import ingest_lib
-from dfe_jax import input_pipeline
-from dfe_jax import sharding
+from dfe_jax.data import ingest_lib
+from dfe_jax.data import input_pipeline
+from dfe_jax.training import device_batches
+from dfe_jax.training import device_mesh
 
-from dfe_jax import synth_lib
+from dfe_jax.synthetic import synth_lib
 
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "Ingested shards (default: make them).")
 _STEPS = flags.DEFINE_integer("steps", 200, "Batches to time.")
@@ -52,8 +53,8 @@ def main(argv):
     ingest_lib.ingest(manifest, data_dir, ingest_lib.IngestOptions())
   info = input_pipeline.load_info(data_dir)
   numpy_fps = _frames_per_second(_dataset(data_dir, info).as_numpy_iterator(), _STEPS.value)
-  mesh = sharding.make_mesh()
-  global_fps = _frames_per_second(input_pipeline.global_batches(_dataset(data_dir, info), mesh),
+  mesh = device_mesh.make_mesh()
+  global_fps = _frames_per_second(device_batches.global_batches(_dataset(data_dir, info), mesh),
                                   _STEPS.value)
   per_epoch = input_pipeline.count_windows(info["splits"]["train"]["shards"], _WINDOW.value,
                                            _WINDOW.value // 2) // _BATCH.value

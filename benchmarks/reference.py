@@ -7,7 +7,7 @@ with 53 FLAME features, 4,545,973 parameters.
 import os
 import sys
 
-from dfe_jax import features
+from dfe_jax.formats import feature_spaces
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REF_DIR = os.path.join(os.path.dirname(REPO), "shared", "bench", "ref_torch")
@@ -20,7 +20,7 @@ def config():
   sys.path.insert(0, os.path.join(REPO, "configs"))
   import rvq  # pylint: disable=g-import-not-at-top
   rvq_config = rvq.get_config()
-  rvq_config.model.feature_dim = len(features.FLAME53)
+  rvq_config.model.feature_dim = len(feature_spaces.FLAME53)
   return rvq_config
 
 

@@ -31,12 +31,13 @@ import numpy as np
 from benchmarks import contention
 from benchmarks import peak
 from benchmarks import reference
-from dfe_jax import chunked_encoder
-from dfe_jax import export_lib
-from dfe_jax import features
+
 from dfe_jax import models
-from dfe_jax import numpy_tokenizer
-from dfe_jax import trained_model
+from dfe_jax.formats import feature_spaces
+from dfe_jax.tokenizer import chunked_encoder
+from dfe_jax.tokenizer import export_lib
+from dfe_jax.tokenizer import numpy_tokenizer
+from dfe_jax.tokenizer import trained_model
 
 _PAIRS = flags.DEFINE_integer("pairs", 5, "Alternating JAX / torch rounds.")
 _REPS = flags.DEFINE_integer("reps", 5, "Timed calls per round (after one warm-up).")
@@ -76,7 +77,7 @@ for line in sys.stdin:
 def reference_model(seed=0):
   """The reference configuration with random weights, as a TrainedModel."""
   config = reference.config()
-  names = list(features.FLAME53)
+  names = list(feature_spaces.FLAME53)
   model = models.get_model(config.model)
   variables = model.init({"params": jax.random.PRNGKey(seed)}, jnp.zeros((1, 64, len(names))),
                          jnp.ones((1, 64), bool))

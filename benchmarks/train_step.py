@@ -1,4 +1,4 @@
-"""Train frames/s of `dfe_jax.train_step.train_step` vs the PyTorch reference, alternating.
+"""Train frames/s of `dfe_jax.training.train_step.train_step` vs the PyTorch reference, alternating.
 
   python -m benchmarks.train_step [--pairs=5] [--steps=10] [--torch_python=/tmp/venv-torch/bin/python]
                                   [--trace_dir=/tmp/dfe_trace]
@@ -61,10 +61,11 @@ import numpy as np
 from benchmarks import contention
 from benchmarks import peak
 from benchmarks import reference
-from dfe_jax import features
+
 from dfe_jax import models
-from dfe_jax import sharding
-from dfe_jax import train_step
+from dfe_jax.formats import feature_spaces
+from dfe_jax.training import device_mesh
+from dfe_jax.training import train_step
 
 _PAIRS = flags.DEFINE_integer("pairs", 5, "Alternating JAX / torch rounds.")
 _STEPS = flags.DEFINE_integer("steps", 10, "Timed train steps per round (bench.py times 10).")
@@ -185,9 +186,9 @@ def main(argv):
     check_trace_dir(_TRACE_DIR.value)
   config = reference.config()
   batch_size, frames = config.global_batch_size, config.window_frames
-  feature_names = tuple(features.FLAME53)
-  mesh = sharding.make_mesh()
-  replicated, data_sharding = sharding.replicated(mesh), sharding.data_sharding(mesh)
+  feature_names = tuple(feature_spaces.FLAME53)
+  mesh = device_mesh.make_mesh()
+  replicated, data_sharding = device_mesh.replicated(mesh), device_mesh.data_sharding(mesh)
 
   model = models.get_model(config.model)
   optimizer = train_step.make_optimizer(config)

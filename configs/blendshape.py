@@ -23,9 +23,7 @@ latent vectors than codes, so the codebook is small and the batch holds 16 windo
 batch divides by 1 and by the 8 fake devices of the tests.
 """
 
-from dfe_jax import config_files
-
-rvq = config_files.sibling(__file__, "rvq")
+from dfe_jax.configs import rvq
 
 
 def get_config(arg=None):

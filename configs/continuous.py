@@ -7,9 +7,7 @@ trains for seconds). Expected result: lower reconstruction error than configs/rv
 is discretised); its value is as the probes' continuous baseline. Model keys are documented in configs/rvq.py.
 """
 
-from dfe_jax import config_files
-
-rvq = config_files.sibling(__file__, "rvq")
+from dfe_jax.configs import rvq
 
 
 def get_config(arg=None):

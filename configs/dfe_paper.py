@@ -8,9 +8,7 @@ sparsity ablations available through `config.loss`). Command:
 Model keys are documented in configs/rvq.py.
 """
 
-from dfe_jax import config_files
-
-rvq = config_files.sibling(__file__, "rvq")
+from dfe_jax.configs import rvq
 
 
 def get_config(arg=None):

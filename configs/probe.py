@@ -3,19 +3,17 @@
 Command (the main job runs it on the synthetic corpus after `tokenize`):
 
   python -m dfe_jax.probe --config=configs/probe.py \
-      --config.tokens=runs/demo/tokens/tokens.npz \
+      --config.tokens=runs/demo/tokens \
       --config.manifest=runs/demo/corpus/manifest.csv \
-      --config.continuous_tokens=runs/demo/continuous_tokens/tokens.npz \
+      --config.continuous_tokens=runs/demo/tokens_continuous \
       --output_dir=runs/demo/probe
 
 Runtime: the synthetic corpus (144 videos, 48 subjects) × 3 tasks × 6 representations, 5
-subject-grouped folds × 3 repeats, took 35 CPU-seconds in one process on this 2-core machine,
-so about 20 s with the default 2 workers when the machine is otherwise idle.
-`--config=configs/probe.py:smoke` (3 folds × 1 repeat) is a few times faster.
+subject-grouped folds × 3 repeats, takes under a minute with the default 2 workers on a 2-core
+CPU; `--config=configs/probe.py:smoke` (3 folds × 1 repeat) is a few times faster.
 
 Expected result: `results.json` and `results.md` in `--output_dir`. The `chance` row is AUROC
-0.5 and Pearson r 0 by construction. Every other row is whatever the run measures; the README
-quotes a run.
+0.5 and Pearson r 0 by construction. Every other row is whatever the run measures.
 """
 
 import ml_collections

@@ -3,13 +3,11 @@
 The main job's model: 64-frame windows of FLAME-53 features, 4x temporal downsampling, code_dim
 128, velocity loss, k-means init on the first global batch, dead-code restart, quantizer dropout.
 Command: `python -m dfe_jax.train --config=configs/rvq.py --workdir=runs/rvq --data_dir=SHARDS`.
-`configs/rvq.py:demo` is the main job's run (width 128, 300 steps of 128 windows: about 1.5
-minutes on this 2-core CPU when quiet, held-out cosine similarity quoted in the README);
-`configs/rvq.py:smoke` trains for seconds (a check that everything runs, not a model).
-The full config (width 256, 3000 steps of 256 windows) should take about 55-105 minutes here, by
-the 7,800-14,800 train frames/s of benchmarks/train_step.py on the hosts measured (README,
-"Speed"; start it with GLIBC_TUNABLES=glibc.malloc.hugetlb=1); its result on the synthetic
-corpus is not measured yet (the demo run reaches held-out cosine similarity 0.93).
+`configs/rvq.py:demo` is the main job's run (width 128, 300 steps of 128 windows, a few minutes
+on a 2-core CPU; held-out cosine similarity about 0.93); `configs/rvq.py:smoke` trains for
+seconds (a check that everything runs, not a model). The full config (width 256, 3000 steps of
+256 windows) is the PyTorch speed reference's architecture; its CPU time is in
+docs/performance.md.
 
 `config.model` keys (read by `dfe_jax.models.get_model`):
   name                     "temporal_conv" | "frame_transformer"
@@ -39,7 +37,7 @@ corpus is not measured yet (the demo run reaches held-out cosine similarity 0.93
   quantizer.dropout_mode   "batch" (one cutoff per batch) | "example" (one per example)
   quantizer.ortho_active_only           orthogonality over codes used in the batch only
 
-`config.loss` holds the weights of `dfe_jax.losses.total_loss`.
+`config.loss` holds the weights of `dfe_jax.training.losses.total_loss`.
 """
 
 import ml_collections
@@ -87,7 +85,7 @@ def model_config(smoke=False):
 
 
 def loss_config():
-  """Loss weights for `dfe_jax.losses.total_loss` (the ref_torch loss: recon + 0.02 commit + 0.5 vel)."""
+  """Loss weights for `dfe_jax.training.losses.total_loss` (the ref_torch loss: recon + 0.02 commit + 0.5 vel)."""
   loss = ml_collections.ConfigDict()
   loss.recon_weight = 1.0
   loss.velocity_weight = 0.5

@@ -2,17 +2,14 @@
 
   python -m dfe_jax.export --workdir=/tmp/dfe --output=/tmp/dfe/model.npz
 
-Then, on any machine with NumPy: `dfe_jax/numpy_tokenizer.py` (one file) tokenizes and decodes.
+Then, on any machine with NumPy: `dfe_jax/tokenizer/numpy_tokenizer.py` (one file) tokenizes and decodes.
 """
 
-import sys
 
-from absl import app
 from absl import flags
 
-from dfe_jax import export_lib
-from dfe_jax import outputs
-from dfe_jax import trained_model
+from dfe_jax import startup
+from dfe_jax.formats import outputs
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Training workdir.", required=True)
 _OUTPUT = flags.DEFINE_string("output", None, "Path of the model.npz to write (model.json is "
@@ -23,17 +20,21 @@ _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace an existing export."
 
 
 def main(argv):
+  # Imported after flag parsing, so that `--help` answers without loading JAX or TensorFlow.
+  from dfe_jax.tokenizer import export_lib  # pylint: disable=g-import-not-at-top
+  from dfe_jax.tokenizer import trained_model  # pylint: disable=g-import-not-at-top
   del argv
   try:
     trained = trained_model.load(_WORKDIR.value, step=_STEP.value, best=_BEST.value)
     sidecar = export_lib.export(trained, _OUTPUT.value, overwrite=_OVERWRITE.value)
   except (outputs.OutputExistsError, FileNotFoundError, ValueError) as e:
-    sys.exit(f"export: error: {e}")
+    startup.fail("export", e)
   print(f"export: step {sidecar['step']} -> {_OUTPUT.value} ({len(sidecar['arrays'])} arrays)")
 
 
 def run():
-  app.run(main)
+  """Console-script entry point (`dfe-export`)."""
+  startup.run(main, __name__)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
   python -m dfe_jax.extract --videos='clips/*.mp4' --output_dir=/tmp/dfe_features
   python -m dfe_jax.ingest --manifest=/tmp/dfe_features/manifest.csv ...
 
-Needs `pip install -e '.[video]'` and `face_landmarker.task` (see dfe_jax/face_model.py).
+Needs `pip install -e '.[video]'` and `face_landmarker.task` (see dfe_jax/video/landmarker_asset.py).
 Exits non-zero when any video failed; the others are still written.
 """
 
@@ -12,8 +12,8 @@ import sys
 from absl import app
 from absl import flags
 
-from dfe_jax import extract_lib
-from dfe_jax import face_model
+from dfe_jax import startup
+from dfe_jax.video import landmarker_asset
 
 _VIDEOS = flags.DEFINE_string(
     "videos", None, "Comma-separated video paths or globs (`**` recurses), or a .csv manifest "
@@ -22,8 +22,8 @@ _VIDEOS = flags.DEFINE_string(
 _OUTPUT_DIR = flags.DEFINE_string(
     "output_dir", None, "Directory for <video_id>.npz files and manifest.csv.", required=True)
 _MODEL_ASSET = flags.DEFINE_string(
-    "model_asset", None, f"face_landmarker.task; default ${face_model.ENV_VAR}, then the "
-    f"installed `{face_model.PACKAGE}` package.")
+    "model_asset", None, f"face_landmarker.task; default ${landmarker_asset.ENV_VAR}, then the "
+    f"installed `{landmarker_asset.PACKAGE}` package.")
 _LANDMARKS = flags.DEFINE_bool("landmarks", False, "Also save landmarks float32 [T, 478, 3].")
 _HEAD_ROTATION = flags.DEFINE_bool(
     "head_rotation", False, "Append head_pitch, head_yaw, head_roll (radians) to the features "
@@ -46,6 +46,8 @@ _NUM_PROCESSES = flags.DEFINE_integer(
 
 def main(argv):
   """Parses flags, extracts every video, exits 1 if any failed."""
+  # Imported after flag parsing, so that `--help` answers without loading JAX or TensorFlow.
+  from dfe_jax.video import extract_lib  # pylint: disable=g-import-not-at-top
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   options = extract_lib.Options(
@@ -59,14 +61,14 @@ def main(argv):
     outcomes = extract_lib.extract_all(entries, _OUTPUT_DIR.value, _MODEL_ASSET.value, options,
                                        _NUM_PROCESSES.value)
   except (ValueError, ImportError, OSError) as e:
-    sys.exit(f"dfe-extract: {e}")
+    startup.fail("extract", e)
   if any(o.status == "failed" for o in outcomes):
     sys.exit(1)
 
 
 def run():
   """Console-script entry point (`dfe-extract`)."""
-  app.run(main)
+  startup.run(main, __name__)
 
 
 if __name__ == "__main__":

@@ -6,13 +6,11 @@ Many machines: run with `--num_workers=N --worker_index=i --fps=25` on each (dis
 subjects, disjoint shard files), then once `--merge --num_workers=N` to write dataset.json.
 """
 
-import sys
 
-from absl import app
 from absl import flags
 
-from dfe_jax import ingest_lib
-from dfe_jax import normalization
+from dfe_jax import startup
+from dfe_jax.formats import normalization
 
 _MANIFEST = flags.DEFINE_string("manifest", None, "Manifest CSV (video_id, subject_id, path, ...).")
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "Where shards and dataset.json go.",
@@ -33,6 +31,8 @@ _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace an existing dataset.
 
 
 def main(argv):
+  # Imported after flag parsing, so that `--help` answers without loading JAX or TensorFlow.
+  from dfe_jax.data import ingest_lib  # pylint: disable=g-import-not-at-top
   del argv
   options = ingest_lib.IngestOptions(
       num_shards=_NUM_SHARDS.value, chunk_frames=_CHUNK_FRAMES.value, fps=_FPS.value,
@@ -52,11 +52,12 @@ def main(argv):
       info = ingest_lib.ingest(_MANIFEST.value, _OUTPUT_DIR.value, options)
       print(ingest_lib.summary_line(info))
   except (ingest_lib.InputError, ValueError) as e:
-    sys.exit(f"ingest: error: {e}")
+    startup.fail("ingest", e)
 
 
 def run():
-  app.run(main)
+  """Console-script entry point (`dfe-ingest`)."""
+  startup.run(main, __name__)
 
 
 if __name__ == "__main__":

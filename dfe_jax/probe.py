@@ -1,13 +1,11 @@
 """Linear probes of DFE tokens against baselines (`python -m dfe_jax.probe --config=...`)."""
 
-import sys
 
 from absl import app
 from absl import flags
 from ml_collections import config_flags
 
-from dfe_jax import probe_cv
-from dfe_jax import probe_lib
+from dfe_jax import startup
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Probe config file (configs/probe.py).",
                                           lock_config=True)
@@ -17,20 +15,22 @@ flags.mark_flags_as_required(["config", "output_dir"])
 
 
 def main(argv):
+  # Imported after flag parsing, so that `--help` answers without loading JAX or TensorFlow.
+  from dfe_jax.probing import cross_validation  # pylint: disable=g-import-not-at-top
+  from dfe_jax.probing import probe_lib  # pylint: disable=g-import-not-at-top
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   try:
     results = probe_lib.run_probes(_CONFIG.value, _OUTPUT_DIR.value, overwrite=_OVERWRITE.value)
-  except (probe_lib.ProbeInputError, probe_cv.ProbeFoldError, FileExistsError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(1)
+  except (probe_lib.ProbeInputError, cross_validation.ProbeFoldError, FileExistsError) as e:
+    startup.fail("probe", e)
   for name, value in results["metrics"].items():
     print(f"{name} = {value:.4f}" if value == value else f"{name} = n/a")
 
 
 def run():
   """Console-script entry point (`dfe-probe`)."""
-  app.run(main)
+  startup.run(main, __name__)
 
 
 if __name__ == "__main__":

@@ -7,9 +7,9 @@
 from absl import app
 from absl import flags
 
-from dfe_jax import outputs
-from dfe_jax import readers
-from dfe_jax import report_lib
+from dfe_jax import startup
+from dfe_jax.formats import outputs
+from dfe_jax.formats import video_files
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Training workdir.", required=True)
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", None,
@@ -32,6 +32,8 @@ _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace an existing report f
 
 def main(argv):
   """Parses flags and writes the report."""
+  # Imported after flag parsing, so that `--help` answers without loading JAX or TensorFlow.
+  from dfe_jax.reporting import report_lib  # pylint: disable=g-import-not-at-top
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   output_dir = _OUTPUT_DIR.value or outputs.join(_WORKDIR.value, "report")
@@ -43,14 +45,14 @@ def main(argv):
             top_tokens=_TOP_TOKENS.value, max_videos=_MAX_VIDEOS.value,
             heldout_videos=_HELDOUT.value, step=_STEP.value, best=_BEST.value,
             overwrite=_OVERWRITE.value))
-  except (OSError, ValueError, readers.InputError) as e:
-    raise app.UsageError(str(e)) from None
+  except (OSError, ValueError, video_files.InputError) as e:
+    startup.fail("report", e)
   print(f"report: {path}")
 
 
 def run():
   """Console-script entry point (`dfe-report`)."""
-  app.run(main)
+  startup.run(main, __name__)
 
 
 if __name__ == "__main__":

@@ -2,16 +2,14 @@
 
   python -m dfe_jax.synth --output_dir=data/synth [--space=arkit51] [--num_subjects=48]
 
-The generative model is documented in `dfe_jax/synth_lib.py`.
+The generative model is documented in `dfe_jax/synthetic/synth_lib.py`.
 """
 
-import sys
 
-from absl import app
 from absl import flags
 
-from dfe_jax import outputs
-from dfe_jax import synth_lib
+from dfe_jax import startup
+from dfe_jax.formats import outputs
 
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "Where to write the corpus.", required=True)
 _SPACE = flags.DEFINE_enum("space", "flame53", ["flame53", "arkit51"], "Feature space.")
@@ -26,6 +24,8 @@ _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace an existing corpus."
 
 
 def main(argv):
+  # Imported after flag parsing, so that `--help` answers without loading JAX or TensorFlow.
+  from dfe_jax.synthetic import synth_lib  # pylint: disable=g-import-not-at-top
   del argv
   spec = synth_lib.CorpusSpec(
       space=_SPACE.value, num_subjects=_NUM_SUBJECTS.value,
@@ -34,11 +34,12 @@ def main(argv):
   try:
     synth_lib.write_corpus(spec, _OUTPUT_DIR.value, _OVERWRITE.value, _NUM_WORKERS.value)
   except (outputs.OutputExistsError, ValueError) as e:
-    sys.exit(f"synth: error: {e}")
+    startup.fail("synth", e)
 
 
 def run():
-  app.run(main)
+  """Console-script entry point (`dfe-synth`)."""
+  startup.run(main, __name__)
 
 
 if __name__ == "__main__":

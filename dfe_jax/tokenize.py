@@ -4,19 +4,16 @@
 
 `--data` is a manifest CSV (per-video files, resampled to the model's fps) or an ingest shard
 folder (records reassembled per video). Long videos are encoded in chunks whose codes equal
-whole-video encoding; see `dfe_jax/tokenize_lib.py`.
+whole-video encoding; see `dfe_jax/tokenizer/tokenize_lib.py`.
 """
 
-import sys
 
-from absl import app
 from absl import flags
 from absl import logging
 
-from dfe_jax import outputs
-from dfe_jax import readers
-from dfe_jax import tokenize_lib
-from dfe_jax import trained_model
+from dfe_jax import startup
+from dfe_jax.formats import outputs
+from dfe_jax.formats import video_files
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Training workdir (checkpoints/, config.json, "
                                "dataset.json).", required=True)
@@ -36,6 +33,9 @@ _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace tokens already in --
 
 
 def main(argv):
+  # Imported after flag parsing, so that `--help` answers without loading JAX or TensorFlow.
+  from dfe_jax.tokenizer import tokenize_lib  # pylint: disable=g-import-not-at-top
+  from dfe_jax.tokenizer import trained_model  # pylint: disable=g-import-not-at-top
   del argv
   try:
     trained = trained_model.load(_WORKDIR.value, step=_STEP.value, best=_BEST.value)
@@ -44,8 +44,8 @@ def main(argv):
         chunk_frames=_CHUNK_FRAMES.value, batch_frames=_BATCH_FRAMES.value,
         max_steps_per_file=_MAX_STEPS_PER_FILE.value, splits=_SPLITS.value,
         overwrite=_OVERWRITE.value)
-  except (readers.InputError, outputs.OutputExistsError, FileNotFoundError, ValueError) as e:
-    sys.exit(f"tokenize: error: {e}")
+  except (video_files.InputError, outputs.OutputExistsError, FileNotFoundError, ValueError) as e:
+    startup.fail("tokenize", e)
   logging.info("tokenize: done in %.1f s", summary["seconds"])
   print(f"tokenize: {summary['num_videos']} videos, {summary['num_frames']} frames, "
         f"{summary['num_steps']} steps -> {', '.join(summary['files'])} "
@@ -53,7 +53,8 @@ def main(argv):
 
 
 def run():
-  app.run(main)
+  """Console-script entry point (`dfe-tokenize`)."""
+  startup.run(main, __name__)
 
 
 if __name__ == "__main__":

@@ -8,14 +8,12 @@ launch/multiprocess_local.sh).
 """
 
 import os
-import sys
 
-from absl import app
 from absl import flags
-import jax
+from absl import logging
 from ml_collections import config_flags
 
-from dfe_jax import train_lib
+from dfe_jax import startup
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Training config file.",
                                           lock_config=True)
@@ -28,6 +26,7 @@ _DISTRIBUTED = flags.DEFINE_bool("distributed", os.environ.get("DFE_DISTRIBUTED"
 
 def initialize_distributed():
   """Joins the multi-process runtime: explicit environment first, else JAX's auto-detection."""
+  import jax  # pylint: disable=g-import-not-at-top
   num_processes, process_id = os.environ.get("JAX_NUM_PROCESSES"), os.environ.get("JAX_PROCESS_ID")
   if num_processes and process_id:
     jax.distributed.initialize(num_processes=int(num_processes), process_id=int(process_id))
@@ -36,23 +35,30 @@ def initialize_distributed():
 
 
 def main(argv):
+  # Imported after flag parsing, so that `--help` answers without loading JAX or TensorFlow.
+  import jax  # pylint: disable=g-import-not-at-top
+  from dfe_jax.training import train_lib  # pylint: disable=g-import-not-at-top
   del argv
   if _DISTRIBUTED.value:
     initialize_distributed()
   config = _CONFIG.value
   if config is None:
-    sys.exit("train: error: --config is required, e.g. --config=configs/rvq.py")
+    startup.fail("train", "--config is required, e.g. --config=configs/rvq.py")
   if _DATA_DIR.value:
     with config.unlocked():
       config.data_dir = _DATA_DIR.value
+  hint = train_lib.cpu_allocator_hint(jax.default_backend(), os.environ)
+  if hint:
+    logging.info(hint)
   try:
     train_lib.train_and_evaluate(config, _WORKDIR.value)
   except (ValueError, FileNotFoundError, train_lib.NonFiniteLossError) as e:
-    sys.exit(f"train: error: {e}")
+    startup.fail("train", e)
 
 
 def run():
-  app.run(main)
+  """Console-script entry point (`dfe-train`)."""
+  startup.run(main, __name__)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ import os
 
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
 import jax  # pylint: disable=g-import-not-at-top
 
@@ -15,8 +16,8 @@ jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
 import pytest  # pylint: disable=g-import-not-at-top,g-bad-import-order
 
-from dfe_jax import ingest_lib  # pylint: disable=g-import-not-at-top
-from dfe_jax import synth_lib  # pylint: disable=g-import-not-at-top
+from dfe_jax.data import ingest_lib  # pylint: disable=g-import-not-at-top
+from dfe_jax.synthetic import synth_lib  # pylint: disable=g-import-not-at-top
 
 SMALL_CORPUS = synth_lib.CorpusSpec(num_subjects=10, videos_per_subject=2, video_seconds=12.0,
                                     seed=3)

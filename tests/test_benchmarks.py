@@ -12,8 +12,9 @@ from benchmarks import conv_layers
 from benchmarks import fused_transposes
 from benchmarks import reference
 from benchmarks import train_step as train_step_bench
+
 from dfe_jax import models
-from dfe_jax import train_step
+from dfe_jax.training import train_step
 
 
 def test_reference_config_has_the_torch_models_parameters_and_flops():

@@ -18,13 +18,13 @@ import pathlib
 import numpy as np
 import pytest
 
-from dfe_jax import extract_lib
-from dfe_jax import ingest_lib
-from dfe_jax import report_lib
-from dfe_jax import sharding
-from dfe_jax import tokenize_lib
-from dfe_jax import train_lib
-from dfe_jax import trained_model
+from dfe_jax.data import ingest_lib
+from dfe_jax.reporting import report_lib
+from dfe_jax.tokenizer import tokenize_lib
+from dfe_jax.tokenizer import trained_model
+from dfe_jax.training import device_mesh
+from dfe_jax.training import train_lib
+from dfe_jax.video import extract_lib
 
 MEDIA = pathlib.Path(os.environ.get("DFE_TEST_MEDIA",
                                     pathlib.Path.home() / ".cache/dfe_jax/test_media"))
@@ -102,7 +102,7 @@ def test_clips_to_tokens_and_report(tmp_path):
   # 8 devices); eval runs on the held-out subject.
   workdir = tmp_path / "train"
   config = _smoke_config(shards)
-  metrics = train_lib.train_and_evaluate(config, str(workdir), mesh=sharding.make_mesh(1))
+  metrics = train_lib.train_and_evaluate(config, str(workdir), mesh=device_mesh.make_mesh(1))
   assert np.isfinite(metrics["eval/recon_mse"]) and metrics["eval/frames"] > 0
 
   # Tokenize every extracted video from the manifest (not the shards: a user's path).

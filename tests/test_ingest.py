@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from dfe_jax import ingest_lib
-from dfe_jax import input_pipeline
-from dfe_jax import outputs
+from dfe_jax.data import ingest_lib
+from dfe_jax.data import input_pipeline
+from dfe_jax.formats import outputs
 
 OPTIONS = ingest_lib.IngestOptions(num_shards=2, chunk_frames=128, num_processes=1)
 

@@ -6,8 +6,9 @@ import jax
 import numpy as np
 import pytest
 
-from dfe_jax import input_pipeline
-from dfe_jax import sharding
+from dfe_jax.data import input_pipeline
+from dfe_jax.training import device_batches
+from dfe_jax.training import device_mesh
 
 WINDOW = 32
 
@@ -25,8 +26,8 @@ def _train(info, shards, seed=0, start_step=0, process_index=0, process_count=1,
 
 def test_global_batches_are_sharded_over_eight_devices(small_shards):
   info = input_pipeline.load_info(small_shards)
-  mesh = sharding.make_mesh(8)
-  batch = next(input_pipeline.global_batches(_train(info, small_shards, batch=16), mesh))
+  mesh = device_mesh.make_mesh(8)
+  batch = next(device_batches.global_batches(_train(info, small_shards, batch=16), mesh))
   assert jax.device_count() == 8
   assert batch["x"].shape == (16, WINDOW, 53) and batch["mask"].shape == (16, WINDOW)
   assert batch["x"].sharding.spec == jax.sharding.PartitionSpec("data")
@@ -102,4 +103,4 @@ def test_missing_dataset_json_and_indivisible_batch_are_clear_errors(tmp_path):
   with pytest.raises(FileNotFoundError, match="run `python -m dfe_jax.ingest` first"):
     input_pipeline.load_info(str(tmp_path))
   with pytest.raises(ValueError, match="not divisible by the 8 devices"):
-    input_pipeline.check_batch_size(12, sharding.make_mesh(8))
+    device_batches.check_batch_size(12, device_mesh.make_mesh(8))

@@ -5,8 +5,8 @@ import ml_collections
 import numpy as np
 import pytest
 
-from dfe_jax import features
-from dfe_jax import losses
+from dfe_jax.formats import feature_spaces
+from dfe_jax.training import losses
 
 
 def _loss_config(**weights):
@@ -46,7 +46,7 @@ def test_velocity_loss_uses_only_pairs_of_valid_frames():
 
 
 def test_group_breakdown_follows_feature_names():
-  names = features.FLAME53
+  names = feature_spaces.FLAME53
   x = np.zeros((1, 4, 53), np.float32)
   recon = x.copy()
   recon[..., 50:] = 2.0  # Only the jaw is wrong.
@@ -55,7 +55,7 @@ def test_group_breakdown_follows_feature_names():
   assert float(groups["recon/group/exp_mse"]) == 0.0
   assert float(groups["recon/group/jaw_mse"]) == pytest.approx(4.0)
   arkit = losses.group_mse(np.zeros((1, 2, 51)), np.zeros((1, 2, 51)), np.ones((1, 2), bool),
-                           features.ARKIT51)
+                           feature_spaces.ARKIT51)
   assert {"recon/group/mouth_mse", "recon/group/brow_mse", "recon/group/jaw_mse"} <= set(arkit)
 
 
@@ -66,7 +66,7 @@ def test_total_loss_is_the_weighted_sum_and_reports_every_term():
   mask = np.ones((2, 6), bool)
   aux = _aux(commit=3.0, codebook=5.0, ortho=0.7, sparsity=11.0)
   config = _loss_config(ortho_weight=0.1, codebook_weight=0.0)
-  loss, metrics = losses.total_loss(recon, x, mask, aux, config, features.FLAME53)
+  loss, metrics = losses.total_loss(recon, x, mask, aux, config, feature_spaces.FLAME53)
   want = (float(losses.masked_mse(recon, x, mask))
           + 0.5 * float(losses.velocity_mse(recon, x, mask)) + 0.02 * 3.0 + 0.1 * 0.7)
   assert float(loss) == pytest.approx(want, rel=1e-5)

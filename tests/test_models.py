@@ -11,12 +11,12 @@ import pytest
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from dfe_jax import features
-from dfe_jax import losses
 from dfe_jax import models
+from dfe_jax.formats import feature_spaces
 from dfe_jax.models import activations
 from dfe_jax.models import conv1d
 from dfe_jax.models import temporal_conv
+from dfe_jax.training import losses
 from tolerances import SMOKE_MODEL_RTOL  # pylint: disable=g-bad-import-order
 from tolerances import assert_close_f32
 from tolerances import assert_codes_equal_except_ties
@@ -105,7 +105,7 @@ def test_no_retracing_across_train_steps(conv):
     def loss_fn(p):
       (recon, aux), updates = model.apply({"params": p, "vq_stats": vq_stats}, x, mask,
                                           train=True, rngs={"vq": rng}, mutable=["vq_stats"])
-      loss, _ = losses.total_loss(recon, x, mask, aux, config.loss, features.FLAME53)
+      loss, _ = losses.total_loss(recon, x, mask, aux, config.loss, feature_spaces.FLAME53)
       return loss, updates["vq_stats"]
 
     (loss, new_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
@@ -124,7 +124,7 @@ def test_kmeans_init_runs_under_jit_with_sharded_batch(conv):
   _, model, x, mask, fitted = conv
   stats = dict(fitted["vq_stats"])
   stats["quantizer"] = dict(stats["quantizer"], initialised=jnp.array(False))
-  # Auto axes, as dfe_jax.sharding.make_mesh builds them for the trainer.
+  # Auto axes, as dfe_jax.training.device_mesh.make_mesh builds them for the trainer.
   mesh = jax.make_mesh((8,), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
   x_sharded = jax.device_put(x, NamedSharding(mesh, P("data")))
   mask_sharded = jax.device_put(mask, NamedSharding(mesh, P("data")))

@@ -11,10 +11,11 @@ import pytest
 from sklearn import metrics as sk_metrics
 
 import probe_fixtures
-from dfe_jax import openface
-from dfe_jax import probe_cv
-from dfe_jax import probe_features
-from dfe_jax import probe_lib
+
+from dfe_jax.formats import openface
+from dfe_jax.probing import cross_validation
+from dfe_jax.probing import featurize
+from dfe_jax.probing import probe_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -122,7 +123,7 @@ def test_folds_never_share_a_subject():
   for task_type, y in (("classification", np.repeat(rng.integers(0, 2, 20), 3)),
                        ("regression", rng.normal(size=60))):
     for seed in range(3):
-      folds = probe_cv.group_folds(y, groups, task_type, 5, seed)
+      folds = cross_validation.group_folds(y, groups, task_type, 5, seed)
       assert sorted(np.concatenate([te for _, te in folds]).tolist()) == list(range(60))
       for train, test in folds:
         assert not set(groups[train]) & set(groups[test])
@@ -147,11 +148,11 @@ def test_a_class_too_small_for_the_folds_is_named(corpus, tmp_path):
   manifest = os.path.join(os.path.dirname(corpus["manifest"]), "manifest_rare.csv")
   probe_fixtures.write_manifest(manifest, rows)
   config = probe_config(dict(corpus, manifest=manifest), tasks="rare")
-  with pytest.raises(probe_cv.ProbeFoldError, match=r"task 'rare': training fold \d+ of repeat 0"):
+  with pytest.raises(cross_validation.ProbeFoldError, match=r"task 'rare': training fold \d+ of repeat 0"):
     probe_lib.run_probes(config, str(tmp_path / "a"))
   rows = [dict(r, constant=1) for r in corpus["rows"]]
   probe_fixtures.write_manifest(manifest, rows)
-  with pytest.raises(probe_cv.ProbeFoldError, match="label column 'constant' has one class only"):
+  with pytest.raises(cross_validation.ProbeFoldError, match="label column 'constant' has one class only"):
     probe_lib.run_probes(probe_config(dict(corpus, manifest=manifest), tasks="constant"),
                          str(tmp_path / "b"))
 
@@ -181,13 +182,13 @@ def test_empty_or_broken_token_files(corpus, tmp_path):
   zero_bytes = tmp_path / "zero.npz"
   zero_bytes.write_bytes(b"")
   with pytest.raises(probe_lib.ProbeInputError, match="zero.npz: not a readable .npz"):
-    probe_features.load_tokens(str(zero_bytes))
+    featurize.load_tokens(str(zero_bytes))
   no_codes = str(tmp_path / "no_codes.npz")
   np.savez(no_codes, video_id=np.array(["a"]))
   with pytest.raises(probe_lib.ProbeInputError, match="no_codes.npz: missing array 'offset'"):
-    probe_features.load_tokens(no_codes)
+    featurize.load_tokens(no_codes)
   with pytest.raises(probe_lib.ProbeInputError, match="missing array 'latents'"):
-    probe_features.load_tokens(corpus["tokens"], need_latents=True)
+    featurize.load_tokens(corpus["tokens"], need_latents=True)
 
 
 def test_results_are_deterministic_for_a_seed(corpus, tmp_path):
@@ -218,10 +219,10 @@ def test_bag_of_words_counts_levels_ngrams_and_skips(tmp_path):
   codes = np.array([[1, 2], [1, -1], [3, 2], [1, 2]])
   valid = np.array([True, True, False, True])
   probe_fixtures.write_tokens(path, ["v"], [codes], [valid], 4)
-  tokens = probe_features.load_tokens(path)
-  rates, names = probe_features.bag_of_words(tokens, [tokens.rows(0)], "shared", 1, 1)
+  tokens = featurize.load_tokens(path)
+  rates, names = featurize.bag_of_words(tokens, [tokens.rows(0)], "shared", 1, 1)
   assert dict(zip([n["name"] for n in names], rates[0] * 3)) == {"t1": 3, "t2": 2}
-  rates, names = probe_features.bag_of_words(tokens, [tokens.rows(0)], "per_level", 2, 1)
+  rates, names = featurize.bag_of_words(tokens, [tokens.rows(0)], "per_level", 2, 1)
   counts = dict(zip([n["name"] for n in names], rates[0] * 3))
   # Bigrams join consecutive valid steps of one level; step 2 is invalid, step 1 skips level 1.
   assert counts == {"L0:t1": 3, "L1:t2": 2, "L0:t1>t1": 1}
@@ -233,19 +234,19 @@ def test_sharded_tokens_are_merged(tmp_path):
     probe_fixtures.write_tokens(str(tmp_path / f"tokens-{i:05d}-of-00002.npz"), ids,
                                 [np.full((3, 1), j) for j in range(len(ids))],
                                 [np.ones(3, bool)] * len(ids), 8)
-  tokens = probe_features.load_tokens(str(tmp_path))
+  tokens = featurize.load_tokens(str(tmp_path))
   assert tokens.video_ids.tolist() == ["a", "b", "c"]
   assert tokens.offset.tolist() == [0, 3, 6, 9]
   assert tokens.codes[tokens.rows(2)].ravel().tolist() == [0, 0, 0]
   os.remove(tmp_path / "tokens-00001-of-00002.npz")
   with pytest.raises(probe_lib.ProbeInputError, match="tokens-00001-of-00002.npz: shard missing"):
-    probe_features.load_tokens(str(tmp_path / "tokens-00000-of-00002.npz"))
+    featurize.load_tokens(str(tmp_path / "tokens-00000-of-00002.npz"))
 
 
 def test_velocity_ignores_face_lost_gaps():
   frames = np.array([[0.0], [1.0], [9.0], [2.0]])
   valid = np.array([True, True, False, True])
-  values, names = probe_features.functionals(frames, valid, 10.0, ["x"])
+  values, names = featurize.functionals(frames, valid, 10.0, ["x"])
   stats = dict(zip(names, values))
   assert stats["mean/x"] == pytest.approx(1.0)
   assert stats["speed_mean/x"] == pytest.approx(10.0)  # Only frames 0 -> 1 are a valid pair.
@@ -255,7 +256,7 @@ def test_fast_auroc_matches_scikit_learn():
   rng = np.random.default_rng(1)
   labels = rng.integers(0, 2, 50).astype(bool)
   scores = np.round(rng.normal(size=50) + labels, 1)  # Rounded to create ties.
-  assert probe_cv.binary_auroc(labels, scores) == pytest.approx(
+  assert cross_validation.binary_auroc(labels, scores) == pytest.approx(
       sk_metrics.roc_auc_score(labels, scores))
 
 
@@ -301,4 +302,4 @@ def test_binary_writes_results_and_fails_in_one_line(corpus, tmp_path):
                         timeout=300)
   assert done.returncode == 1
   assert done.stderr.strip().splitlines()[-1] == (
-      "error: /nonexistent/manifest.csv: cannot read manifest (No such file or directory)")
+      "probe: error: /nonexistent/manifest.csv: cannot read manifest (No such file or directory)")

@@ -10,15 +10,15 @@ import sys
 import numpy as np
 import pytest
 
-from dfe_jax import face_render
-from dfe_jax import features
-from dfe_jax import ingest_lib
-from dfe_jax import outputs
-from dfe_jax import report_lib
+from dfe_jax.data import ingest_lib
+from dfe_jax.formats import feature_spaces
+from dfe_jax.formats import outputs
+from dfe_jax.reporting import face_render
+from dfe_jax.reporting import report_lib
 
-from dfe_jax import synth_lib
-from dfe_jax import token_stats
-from dfe_jax import train_lib
+from dfe_jax.reporting import token_stats
+from dfe_jax.synthetic import synth_lib
+from dfe_jax.training import train_lib
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import fixtures_flame  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -163,10 +163,10 @@ def test_run_table_splits_at_video_boundaries_and_invalid_steps():
 
 
 def test_ict_left_blendshape_moves_the_subjects_left_side():
-  mesh = face_render.ict_mesh(features.ARKIT51)
+  mesh = face_render.ict_mesh(feature_spaces.ARKIT51)
   for name in ("mouthSmileLeft", "eyeBlinkLeft", "browDownLeft"):
-    effect = np.zeros(len(features.ARKIT51))
-    effect[features.ARKIT51.index(name)] = 1.0
+    effect = np.zeros(len(feature_spaces.ARKIT51))
+    effect[feature_spaces.ARKIT51.index(name)] = 1.0
     moved = np.linalg.norm(mesh.displace(effect), axis=1)
     # The face looks along +z, so the subject's left is +x.
     assert mesh.neutral[moved > 0.5 * moved.max(), 0].mean() > 1.0, name
@@ -191,11 +191,11 @@ def test_flame_pickle_without_chumpy_matches_npz_and_jaw_rotates_lower_face(tmp_
   radius = lambda v: np.linalg.norm(v[lower] - pivot, axis=1)
   np.testing.assert_allclose(radius(jaw), radius(rest), atol=5e-3)
   assert np.abs(jaw[lower] - rest[lower]).max() > 0.01
-  mesh, why = face_render.mesh_for("flame53", features.FLAME53, str(tmp_path / "flame.pkl"))
+  mesh, why = face_render.mesh_for("flame53", feature_spaces.FLAME53, str(tmp_path / "flame.pkl"))
   assert why is None
   effect = np.zeros(53)
-  effect[features.FLAME53.index("jaw_0")] = 0.3
+  effect[feature_spaces.FLAME53.index("jaw_0")] = 0.3
   face_render.draw_face_grid(str(tmp_path / "faces.png"), mesh, effect[None], ["jaw"])
   assert os.path.getsize(tmp_path / "faces.png") > 1000
-  _, why = face_render.mesh_for("flame53", features.FLAME53, None)
+  _, why = face_render.mesh_for("flame53", feature_spaces.FLAME53, None)
   assert "--flame_model" in why

@@ -5,9 +5,9 @@ import os
 
 import numpy as np
 
-from dfe_jax import features
-from dfe_jax import outputs
-from dfe_jax import synth_lib
+from dfe_jax.formats import feature_spaces
+from dfe_jax.formats import outputs
+from dfe_jax.synthetic import synth_lib
 
 
 def _video(manifest, row=0):
@@ -35,7 +35,7 @@ def test_flame53_video_matches_the_data_contract(small_corpus):
   v = _video(small_corpus)
   t = int(synth_lib.CorpusSpec().fps * 12)
   assert v["features"].shape == (t, 53) and v["features"].dtype == np.float32
-  assert tuple(v["feature_names"]) == features.FLAME53
+  assert tuple(v["feature_names"]) == feature_spaces.FLAME53
   assert v["valid"].dtype == bool and v["valid"].shape == (t,)
   assert v["display"].shape == (t, 16) and v["au"].shape[0] == t
   assert float(v["fps"]) == 25.0
@@ -49,14 +49,14 @@ def test_arkit51_uses_mediapipe_names_and_unit_range(tmp_path):
   spec = synth_lib.CorpusSpec(space="arkit51", num_subjects=2, videos_per_subject=1,
                               video_seconds=20.0)
   v = _video(synth_lib.write_corpus(spec, str(tmp_path)))
-  assert tuple(v["feature_names"]) == features.ARKIT51
+  assert tuple(v["feature_names"]) == feature_spaces.ARKIT51
   assert v["features"].min() >= 0.0 and v["features"].max() <= 1.0
   assert v["features"].max() > 0.3  # displays really move blendshapes
 
 
 def test_one_sided_displays_load_one_side_of_a_pair():
   d = synth_lib.make_dictionary(synth_lib.CorpusSpec(space="arkit51", num_displays=12))
-  names = features.ARKIT51
+  names = feature_spaces.ARKIT51
   for g, kind in enumerate(d.kind):
     active = {names[i] for i in np.flatnonzero(d.loadings_GD[g])}
     lefts = {n[:-4] for n in active if n.endswith("Left")}

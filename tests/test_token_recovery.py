@@ -3,10 +3,10 @@ labels follow the dominant display of each step's frames."""
 
 import numpy as np
 
-from dfe_jax import ingest_lib
-from dfe_jax import input_pipeline
-from dfe_jax import outputs
-from dfe_jax import token_recovery
+from dfe_jax.data import ingest_lib
+from dfe_jax.data import input_pipeline
+from dfe_jax.formats import outputs
+from dfe_jax.synthetic import token_recovery
 
 
 def test_step_labels_pick_the_dominant_display_above_threshold():

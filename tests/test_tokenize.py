@@ -12,14 +12,14 @@ import numpy as np
 import ml_collections
 import pytest
 
-from dfe_jax import chunked_encoder
-from dfe_jax import export_lib
 from dfe_jax import models
-from dfe_jax import outputs
-from dfe_jax import readers
-from dfe_jax import tokenize_lib
-from dfe_jax import train_lib
-from dfe_jax import trained_model
+from dfe_jax.formats import outputs
+from dfe_jax.formats import video_files
+from dfe_jax.tokenizer import chunked_encoder
+from dfe_jax.tokenizer import export_lib
+from dfe_jax.tokenizer import tokenize_lib
+from dfe_jax.tokenizer import trained_model
+from dfe_jax.training import train_lib
 from tolerances import SMOKE_MODEL_RTOL  # pylint: disable=g-bad-import-order
 from tolerances import assert_close_f32
 from tolerances import assert_codes_equal_except_ties
@@ -180,7 +180,7 @@ def test_tokens_file_layout_and_shards_equal_manifest(trained, small_corpus, sma
     assert int(row["num_valid_steps"]) == t["valid"][rows].sum()
     assert t["frame_start"][rows][0] == 0 and t["frame_end"][rows][-1] == int(row["num_frames"])
   # The first video, read by hand, equals the model's whole-video encoding.
-  video = readers.read_video(os.path.join(os.path.dirname(small_corpus), "videos",
+  video = video_files.read_video(os.path.join(os.path.dirname(small_corpus), "videos",
                                           f"{t['video_id'][0]}.npz"))
   x, _ = tokenize_lib.normalize_subject_videos(trained.info, [tokenize_lib.VideoInput(
       "v", "s", video.features, video.valid)])
@@ -238,7 +238,7 @@ def test_clear_errors(trained, small_corpus, tmp_path):
   with pytest.raises(outputs.OutputExistsError, match="--overwrite"):
     tokenize_lib.tokenize_videos(trained, small_corpus, out)
   f = trained.info["num_features"]
-  with pytest.raises(readers.InputError, match="empty video"):
+  with pytest.raises(video_files.InputError, match="empty video"):
     tokenize_lib.tokenize_videos(trained, [tokenize_lib.VideoInput(
         "e", "s", np.zeros((0, f), np.float32), np.zeros(0, bool))], str(tmp_path / "empty"))
   assert not os.listdir(tmp_path / "empty")  # Nothing half-written.
@@ -249,7 +249,7 @@ def test_clear_errors(trained, small_corpus, tmp_path):
            feature_names=np.array(names))
   manifest = tmp_path / "manifest.csv"
   manifest.write_text(f"video_id,subject_id,path\nv,s,{video}\n")
-  with pytest.raises(readers.InputError, match="feature names differ from training"):
+  with pytest.raises(video_files.InputError, match="feature names differ from training"):
     tokenize_lib.tokenize_videos(trained, str(manifest), str(tmp_path / "renamed"))
   with pytest.raises(FileNotFoundError, match="no checkpoint|not found"):
     trained_model.load(str(tmp_path))

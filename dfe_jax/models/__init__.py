@@ -13,8 +13,8 @@ from dfe_jax.models import residual_vq
 from dfe_jax.models import rvq_vae
 from dfe_jax.models import temporal_conv
 from dfe_jax.models.quantizer import usage_metrics_from_counts
-from dfe_jax.models.rvq_vae import init_codebooks
 from dfe_jax.models.rvq_vae import Model
+from dfe_jax.models.rvq_vae import init_codebooks
 
 __all__ = ["get_model", "get_quantizer", "init_codebooks", "usage_metrics_from_counts", "Model"]
 

@@ -7,9 +7,8 @@ rather than reading the activation the forward pass already stored, and a transp
 broadcast (the bias, the ReLU's zero) runs several times slower than a plain one
 (`python -m benchmarks.fused_transposes`). Written as max(x, x - x), the ReLU has no constant
 operand, and XLA then leaves the bias add and ReLU in a fusion of their own and transposes the
-stored activation: in the reference train step on a 2-core Intel Xeon the transposes took 143
-instead of 300 thread-ms per step and the step ran 1.11-1.14x as fast (README, "Speed"); on an AMD
-EPYC host, where those transposes cost less, it was no faster.
+stored activation (faster on XLA:CPU hosts where such transposes are slow; see
+docs/performance.md for the step's speed).
 
 The gradient is `jax.nn.relu`'s (the cotangent where x > 0, else 0) through a custom JVP, so
 autodiff does not differentiate both operands of the maximum. Values equal `jax.nn.relu` for every

@@ -1,0 +1,1 @@
+"""On-disk formats and the rules every output follows: atomic files, provenance."""

@@ -1,0 +1,111 @@
+"""The main job's stages: synth -> ingest -> train (and the continuous baseline) -> tokenize ->
+export -> token recovery -> probe -> report -> summary, each skipped when its output is complete.
+
+Every stage writes its own folder under the output directory, so an interrupted job resumes where
+it stopped (training from its last checkpoint).
+"""
+
+import json
+import os
+import time
+
+from absl import logging
+
+from dfe_jax.data import ingest_lib
+from dfe_jax.formats import outputs
+from dfe_jax.main_job import summary as summary_lib
+from dfe_jax.probing import probe_lib
+from dfe_jax.reporting import report_lib
+from dfe_jax.synthetic import synth_lib
+from dfe_jax.synthetic import token_recovery
+from dfe_jax.tokenizer import export_lib
+from dfe_jax.tokenizer import tokenize_lib
+from dfe_jax.tokenizer import trained_model
+from dfe_jax.training import train_lib
+
+
+class _Stages:
+  """Runs named stages, skipping finished ones, and records how long each took."""
+
+  def __init__(self):
+    self.seconds = {}
+
+  def run(self, name, done_marker, fn):
+    if os.path.exists(done_marker):
+      logging.info("demo: %s already done (%s)", name, done_marker)
+      self.seconds[name] = 0.0
+      return
+    logging.info("demo: %s ...", name)
+    start = time.time()
+    fn()
+    self.seconds[name] = time.time() - start
+    logging.info("demo: %s took %.0f s", name, self.seconds[name])
+
+
+def _train(config, data_dir, workdir):
+  config = config.copy_and_resolve_references()
+  with config.unlocked():
+    config.data_dir = data_dir
+  train_lib.train_and_evaluate(config, workdir)
+
+
+def _finished_training(workdir, config):
+  return os.path.join(workdir, "checkpoints", str(config.total_steps))
+
+
+def run_demo(out, rvq_config, continuous_config, probe_config, num_subjects=48,
+             video_seconds=60.0):
+  """Runs every stage into `out`; returns the summary dict (also written as JSON and Markdown)."""
+  paths = {name: os.path.join(out, name) for name in (
+      "corpus", "shards", "train", "train_continuous", "tokens", "tokens_continuous",
+      "probe", "report")}
+  manifest = os.path.join(paths["corpus"], "manifest.csv")
+  stages = _Stages()
+  spec = synth_lib.CorpusSpec(num_subjects=num_subjects, video_seconds=video_seconds)
+  stages.run("synth", manifest,
+             lambda: synth_lib.write_corpus(spec, paths["corpus"], overwrite=True, num_workers=2))
+  stages.run("ingest", os.path.join(paths["shards"], "dataset.json"),
+             lambda: ingest_lib.ingest(manifest, paths["shards"], ingest_lib.IngestOptions(
+                 normalize="subject", overwrite=True)))
+  stages.run("train", _finished_training(paths["train"], rvq_config),
+             lambda: _train(rvq_config, paths["shards"], paths["train"]))
+  stages.run("train_continuous", _finished_training(paths["train_continuous"],
+                                                    continuous_config),
+             lambda: _train(continuous_config, paths["shards"], paths["train_continuous"]))
+  trained = trained_model.load(paths["train"])
+  stages.run("tokenize", os.path.join(paths["tokens"], "tokens_index.csv"),
+             lambda: tokenize_lib.tokenize_videos(trained, manifest, paths["tokens"],
+                                                  overwrite=True))
+  stages.run("tokenize_continuous", os.path.join(paths["tokens_continuous"], "tokens_index.csv"),
+             lambda: tokenize_lib.tokenize_videos(
+                 trained_model.load(paths["train_continuous"]), manifest,
+                 paths["tokens_continuous"], latents=True, overwrite=True))
+  model_npz = os.path.join(out, "model.npz")
+  stages.run("export", model_npz, lambda: export_lib.export(trained, model_npz, overwrite=True))
+  recovery = {}
+  stages.seconds["token_recovery"] = _timed(lambda: recovery.update(
+      token_recovery.token_recovery_report(paths["tokens"], manifest, trained.info)))
+  probe_config = probe_config.copy_and_resolve_references()
+  with probe_config.unlocked():
+    probe_config.tokens = paths["tokens"]
+    probe_config.manifest = manifest
+    probe_config.continuous_tokens = paths["tokens_continuous"]
+  stages.run("probe", os.path.join(paths["probe"], "results.json"),
+             lambda: probe_lib.run_probes(probe_config, paths["probe"], overwrite=True))
+  stages.run("report", os.path.join(paths["report"], "report.html"),
+             lambda: report_lib.write_report(paths["train"], paths["report"],
+                                             tokens=paths["tokens"], manifest=manifest,
+                                             overwrite=True))
+  summary = summary_lib.summarize(paths, trained, recovery, stages.seconds)
+  with outputs.atomic_open(os.path.join(out, "summary.json")) as f:
+    json.dump(summary, f, indent=1)
+  with outputs.atomic_open(os.path.join(out, "summary.md")) as f:
+    f.write(summary_lib.markdown(summary, paths))
+  return summary
+
+
+def _timed(fn):
+  """Seconds `fn()` took."""
+  start = time.time()
+  fn()
+  return time.time() - start

@@ -1,0 +1,1 @@
+"""Linear probes of tokens against baselines (no JAX, no TensorFlow)."""

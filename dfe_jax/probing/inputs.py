@@ -1,0 +1,137 @@
+"""Probe inputs: the manifest, its label columns, and which videos have tokens and feature files."""
+
+import csv
+import dataclasses
+import os
+
+import numpy as np
+
+from dfe_jax.formats import outputs
+from dfe_jax.probing import featurize
+
+ProbeInputError = featurize.ProbeInputError
+
+RESERVED_COLUMNS = ("video_id", "subject_id", "path", "split", "video_path")
+MISSING_VALUES = ("", "nan", "na", "n/a", "none", "null")
+
+
+@dataclasses.dataclass
+class Manifest:
+  """The manifest rows of the videos that are probed, and where their files are."""
+  path: str
+  video_ids: list
+  subject_ids: np.ndarray
+  rows: list  # dicts, one per video, with every column
+  columns: list
+
+  def file_of(self, row_index, column="path"):
+    value = self.rows[row_index].get(column, "")
+    return value if os.path.isabs(value) else os.path.join(os.path.dirname(self.path), value)
+
+
+def read_manifest(path):
+  """Reads manifest.csv, checking the columns and ids the probe relies on."""
+  try:
+    with open(path, newline="") as f:
+      reader = csv.DictReader(f)
+      rows = list(reader)
+      columns = list(reader.fieldnames or [])
+  except OSError as e:
+    raise ProbeInputError(f"{path}: cannot read manifest ({e.strerror})") from e
+  for column in ("video_id", "subject_id"):
+    if column not in columns:
+      raise ProbeInputError(f"{path}: manifest has no '{column}' column")
+  seen = set()
+  for line, row in enumerate(rows, start=2):
+    for column in ("video_id", "subject_id"):
+      if not (row[column] or "").strip():
+        raise ProbeInputError(f"{path}:{line}: empty '{column}'")
+    if row["video_id"] in seen:
+      raise ProbeInputError(f"{path}:{line}: video_id '{row['video_id']}' appears twice")
+    seen.add(row["video_id"])
+  if not rows:
+    raise ProbeInputError(f"{path}: manifest has no rows")
+  return Manifest(path, [r["video_id"] for r in rows], np.array([r["subject_id"] for r in rows]),
+                  rows, columns)
+
+
+def merge_subject_labels(manifest, path):
+  """Adds per-subject label columns from a CSV keyed by `subject_id` to the subject's videos."""
+  try:
+    f = open(path, newline="")
+  except OSError as e:
+    raise ProbeInputError(f"{path}: cannot read subject label table ({e.strerror})") from e
+  with f:
+    reader = csv.DictReader(f)
+    has_key = "subject_id" in (reader.fieldnames or [])
+    table = {row["subject_id"]: row for row in reader} if has_key else None
+  if table is None:
+    raise ProbeInputError(f"{path}: subject label table has no 'subject_id' column")
+  new_columns = [c for c in reader.fieldnames if c != "subject_id"]
+  for row in manifest.rows:
+    for column in new_columns:
+      row[column] = table.get(row["subject_id"], {}).get(column, "")
+  manifest.columns += [c for c in new_columns if c not in manifest.columns]
+
+
+def task_labels(manifest, column, declared_type):
+  """Label values, the rows that have one, and the task type.
+
+  The type is declared, or inferred: exactly two distinct values (or any text) make a
+  classification task, more numeric values a regression task.
+  """
+  if column not in manifest.columns:
+    labels = [c for c in manifest.columns if c not in RESERVED_COLUMNS]
+    raise ProbeInputError(f"{manifest.path}: no label column '{column}' (" + (
+        f"label columns: {', '.join(labels)})" if labels else "the manifest has no label columns)"))
+  raw = [(r.get(column) or "").strip() for r in manifest.rows]
+  present = np.array([v.lower() not in MISSING_VALUES for v in raw])
+  values = [v for v, p in zip(raw, present) if p]
+  try:
+    numeric = np.array([float(v) for v in values], np.float64)
+  except ValueError:
+    numeric = None
+  task_type = declared_type or ("regression" if numeric is not None and len(set(values)) > 2
+                                else "classification")
+  if task_type == "regression":
+    if numeric is None:
+      raise ProbeInputError(
+          f"{manifest.path}: column '{column}' is declared regression but is not numeric")
+    return numeric, present, task_type
+  if numeric is not None and np.all(numeric == np.round(numeric)):
+    return numeric.astype(np.int64), present, task_type
+  return np.array(values), present, task_type
+
+
+def load_videos(manifest, indices):
+  """Reads the per-video feature files (features, valid, fps, optional au) named in `path`."""
+  videos = []
+  for i in indices:
+    path = manifest.file_of(i)
+    try:
+      video = outputs.load_npz(path)
+    except (outputs.UnreadableFileError, OSError) as e:
+      raise ProbeInputError(f"{path}: not a readable per-video feature file (.npz)") from e
+    for key in ("features", "valid", "fps", "feature_names"):
+      if key not in video:
+        raise ProbeInputError(f"{path}: missing array '{key}'")
+    video["valid"] = video["valid"].astype(bool)
+    video["fps"] = float(video["fps"])
+    videos.append(video)
+  return videos
+
+
+def match_tokens(manifest, tokens, allow_missing):
+  """Keeps manifest videos that have tokens; for others stops, or if allowed drops and counts."""
+  index = {v: i for i, v in enumerate(tokens.video_ids)}
+  missing = [v for v in manifest.video_ids if v not in index]
+  if missing and (len(missing) == len(manifest.video_ids) or not allow_missing):
+    raise ProbeInputError(
+        f"{manifest.path}: {len(missing)} of {len(manifest.video_ids)} video_id values are not in "
+        f"{tokens.files[0]} (e.g. manifest '{missing[0]}' vs tokens '{tokens.video_ids[0]}')"
+        + ("" if len(missing) == len(manifest.video_ids) else
+           "; set config.allow_missing_videos=True to drop them"))
+  keep = [i for i, v in enumerate(manifest.video_ids) if v in index]
+  kept = Manifest(manifest.path, [manifest.video_ids[i] for i in keep], manifest.subject_ids[keep],
+                  [manifest.rows[i] for i in keep], manifest.columns)
+  return kept, [index[v] for v in kept.video_ids], len(missing)

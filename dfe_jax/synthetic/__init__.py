@@ -1,0 +1,1 @@
+"""The synthetic corpus with a known answer, and scoring how well tokens recover it."""

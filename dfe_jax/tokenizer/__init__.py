@@ -1,0 +1,1 @@
+"""Trained model -> tokens: restore, chunked JAX encoding, export, NumPy tokenizer."""

@@ -1,0 +1,1 @@
+"""The trainer: pure steps, the device mesh, checkpoints and metrics."""

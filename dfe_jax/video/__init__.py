@@ -1,0 +1,1 @@
+"""The video front end: face videos -> per-video ARKit blendshape files (MediaPipe)."""
