@@ -13,6 +13,7 @@ from absl import app
 from absl import flags
 
 from dfe_jax import startup
+from dfe_jax.video import face_tracking
 from dfe_jax.video import landmarker_asset
 
 _VIDEOS = flags.DEFINE_string(
@@ -30,8 +31,15 @@ _HEAD_ROTATION = flags.DEFINE_bool(
     "(the feature set becomes `custom`).")
 _MAX_FRAMES = flags.DEFINE_integer("max_frames", 0, "Stop each video after this many frames "
                                    "(0 = all).", lower_bound=0)
-_MAX_FACES = flags.DEFINE_integer("max_faces", 4, "Faces detected per frame; the largest is "
-                                  "kept and tracked.", lower_bound=1)
+_MAX_FACES = flags.DEFINE_integer(
+    "max_faces", 1, "1: follow one face with MediaPipe's own tracking (the steadiest features). "
+    "N > 1: detect up to N faces on every frame and keep the one --follow names; the face "
+    "detector then re-runs every frame, so the features are about twice as jittery.",
+    lower_bound=1)
+_FOLLOW = flags.DEFINE_enum(
+    "follow", "largest", list(face_tracking.FOLLOW), "With --max_faces > 1, the face kept: "
+    "the largest (then followed), or the one centred in the left or right half of the frame "
+    "(one seat of an interview). A `follow` column in a --videos manifest sets it per video.")
 _MIN_DETECTION = flags.DEFINE_float("min_face_detection_confidence", 0.5,
                                     "FaceLandmarker detection threshold.")
 _MIN_PRESENCE = flags.DEFINE_float("min_face_presence_confidence", 0.5,
@@ -52,7 +60,7 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   options = extract_lib.Options(
       landmarks=_LANDMARKS.value, head_rotation=_HEAD_ROTATION.value,
-      max_frames=_MAX_FRAMES.value, max_faces=_MAX_FACES.value,
+      max_frames=_MAX_FRAMES.value, max_faces=_MAX_FACES.value, follow=_FOLLOW.value,
       min_face_detection_confidence=_MIN_DETECTION.value,
       min_face_presence_confidence=_MIN_PRESENCE.value,
       min_tracking_confidence=_MIN_TRACKING.value, overwrite=_OVERWRITE.value)

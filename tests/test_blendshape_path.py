@@ -138,6 +138,7 @@ def test_clips_to_tokens_and_report(tmp_path):
       composition_frames=1)
   html = pathlib.Path(report).read_text()
   assert "token_faces.png" in html and "No faces:" not in html
+  assert "blendshape jitter" in html  # Tracking noise beside the token statistics.
   assert (tmp_path / "report" / "token_faces.png").stat().st_size > 10_000
   run_config = json.loads((workdir / "config.json").read_text())["config"]
   assert run_config["model"]["feature_dim"] == 51

@@ -5,13 +5,17 @@ Each video becomes `<output_dir>/<video_id>.npz` in the DESIGN.md layout: `featu
 head rotation is on, which makes the set `custom`), `valid` bool [T], `fps` (the container's),
 `feature_names`, `au` float32 [T, A] / `au_names` (blendshape-derived, see action_units.py),
 optionally `landmarks` float32 [T, 478, 3] (MediaPipe's normalised x, y in [0, 1] of the image
-and relative depth z), and `extractor` (versions and model hash). Frames without a face are
-zeros with `valid=False`. A `manifest.csv` beside them feeds `python -m dfe_jax.ingest`.
+and relative depth z), `jitter` (`jitter.frame_jitter` of the blendshapes: median frame-to-frame
+mean |Δ|) and `extractor` (versions, model hash, face mode). Frames without a face are zeros with
+`valid=False`. A `manifest.csv` beside them feeds `python -m dfe_jax.ingest`.
 A video that cannot be opened or yields no frame fails alone (the batch goes on); one that
 stops early (truncated) is kept with a warning naming decoded vs declared frame counts.
 
-Several faces: FaceLandmarker reports up to `max_faces`; `face_tracking.select_face` keeps the
-largest and follows it across frames.
+One face (`max_faces=1`, the default): FaceLandmarker's own VIDEO-mode tracking follows the face
+(it re-runs its face detector only when the face is lost), so the output equals a direct
+`num_faces=1` VIDEO-mode call on the same frames. Several faces (`max_faces` > 1): FaceLandmarker
+looks for further faces on every frame, so its crop is re-detected each frame and the features
+are noisier (about twice the jitter); `face_tracking` keeps the one person `follow` names.
 """
 
 import concurrent.futures
@@ -35,11 +39,13 @@ import numpy as np
 from dfe_jax.formats import feature_spaces
 from dfe_jax.video import action_units
 from dfe_jax.video import face_tracking
+from dfe_jax.video import jitter
 from dfe_jax.video import landmarker_asset
 
 HEAD_ROTATION_NAMES = ("head_pitch", "head_yaw", "head_roll")
 NUM_LANDMARKS = 478
 MANIFEST_COLUMNS = ("video_id", "subject_id", "path", "video_path")
+FOLLOW_COLUMN = "follow"  # Input manifest only: the face to keep in this video (Options.follow).
 
 
 class VideoError(Exception):
@@ -52,7 +58,8 @@ class Options:
   landmarks: bool = False
   head_rotation: bool = False
   max_frames: int = 0  # 0 = every frame; tests use a cap to stay fast.
-  max_faces: int = 4
+  max_faces: int = 1  # 1: MediaPipe's tracking; > 1: re-detect every frame, keep `follow`.
+  follow: str = "largest"  # Which face to keep when max_faces > 1 (face_tracking.FOLLOW).
   min_face_detection_confidence: float = 0.5
   min_face_presence_confidence: float = 0.5
   min_tracking_confidence: float = 0.5
@@ -67,6 +74,7 @@ class VideoEntry:
   subject_id: str
   video_path: str
   extra: tuple = ()  # (column, value) pairs carried into the output manifest.
+  follow: str = ""  # The manifest's `follow` for this video; "" = Options.follow.
 
 
 @dataclasses.dataclass
@@ -78,6 +86,7 @@ class Outcome:
   frames: int = 0
   valid_frames: int = 0
   seconds: float = 0.0
+  jitter: float = float("nan")
   error: str = ""
 
 
@@ -108,13 +117,17 @@ def _entries_from_manifest(manifest):
     raise ValueError(f"{manifest}: manifest needs a `video_path` (or `path`) column")
   base = os.path.dirname(os.path.abspath(manifest))
   entries = []
-  for row in rows:
+  for line, row in enumerate(rows, 2):
     video_path = os.path.join(base, os.path.expanduser(row[column]))
     video_id = row.get("video_id") or pathlib.Path(video_path).stem
     extra = tuple((k, v) for k, v in row.items()
-                  if k not in MANIFEST_COLUMNS and k is not None)
+                  if k not in MANIFEST_COLUMNS + (FOLLOW_COLUMN,) and k is not None)
+    follow = (row.get(FOLLOW_COLUMN) or "").strip()
+    if follow and follow not in face_tracking.FOLLOW:
+      raise ValueError(f"{manifest} line {line}: follow={follow!r}, expected one of "
+                       f"{', '.join(face_tracking.FOLLOW)} (or empty)")
     entries.append(VideoEntry(video_id, row.get("subject_id") or video_id,
-                              os.path.abspath(video_path), extra))
+                              os.path.abspath(video_path), extra, follow))
   _check_unique(entries)
   return entries
 
@@ -127,6 +140,24 @@ def _check_unique(entries):
       raise ValueError(f"video_id {entry.video_id!r} names both {seen[entry.video_id]} and "
                        f"{entry.video_path}; give ids in a manifest (`video_id` column)")
     seen[entry.video_id] = entry.video_path
+
+
+def options_for(entry, options):
+  """`options` with the entry's own `follow` (from its manifest row), checked."""
+  if entry.follow:
+    options = dataclasses.replace(options, follow=entry.follow)
+  check_face_mode(options, entry.video_id)
+  return options
+
+
+def check_face_mode(options, name):
+  """Raises ValueError (naming `name`) for a `follow` that the `max_faces` cannot serve."""
+  if options.follow not in face_tracking.FOLLOW:
+    raise ValueError(f"{name}: follow={options.follow!r}, expected one of "
+                     f"{', '.join(face_tracking.FOLLOW)}")
+  if options.follow != "largest" and options.max_faces < 2:
+    raise ValueError(f"{name}: follow={options.follow} picks one of several faces; it needs "
+                     "--max_faces=2 or more")
 
 
 class _HideTensorFlow(importlib.abc.MetaPathFinder):
@@ -199,14 +230,16 @@ def _open_video(path):
   return capture, float(fps), declared
 
 
-def _pick_face(result, tracked, width, height):
+def _pick_face(result, tracked, width, height, follow):
   """Chooses a face in one FaceLandmarker result: (box, blendshapes, rotation, landmarks)."""
   faces = [np.array([(p.x, p.y, p.z) for p in face], np.float32)
            for face in result.face_landmarks]
   boxes = [face_tracking.face_box(f[:, :2] * (width, height)) for f in faces]
-  chosen = face_tracking.select_face(boxes, tracked)
+  allowed = face_tracking.faces_on_side(boxes, follow, width)
+  chosen = face_tracking.select_face([boxes[i] for i in allowed], tracked)
   if chosen is None:
     return None
+  chosen = allowed[chosen]
   scores = {c.category_name: c.score for c in result.face_blendshapes[chosen]}
   row = np.array([scores[n] for n in feature_spaces.ARKIT51], np.float32)
   rotation = face_tracking.head_rotation(result.facial_transformation_matrixes[chosen])
@@ -216,6 +249,7 @@ def _pick_face(result, tracked, width, height):
 def extract_video(path, model_path, options=Options(), label=""):
   """Runs FaceLandmarker over one video; returns the arrays of its .npz (see module doc)."""
   import cv2  # pylint: disable=g-import-not-at-top
+  check_face_mode(options, path)
   mp, _, _ = _import_mediapipe()
   capture, fps, declared = _open_video(path)
   limit = options.max_frames if options.max_frames > 0 else None
@@ -236,7 +270,7 @@ def extract_video(path, model_path, options=Options(), label=""):
         last_ts = timestamp
         result = landmarker.detect_for_video(
             mp.Image(image_format=mp.ImageFormat.SRGB, data=rgb), timestamp)
-        picked = _pick_face(result, tracked, width, height)
+        picked = _pick_face(result, tracked, width, height, options.follow)
         valid.append(picked is not None)
         if picked is None:
           blendshapes.append(np.zeros(len(feature_spaces.ARKIT51), np.float32))
@@ -270,6 +304,7 @@ def extract_video(path, model_path, options=Options(), label=""):
   names = feature_spaces.ARKIT51
   au, au_names = action_units.from_blendshapes(feats)
   au[~valid_arr] = 0.0
+  steadiness = jitter.frame_jitter(feats, valid_arr)
   if options.head_rotation:
     feats = np.concatenate([feats, np.array(rotations, np.float32)], axis=1)
     names = names + HEAD_ROTATION_NAMES
@@ -280,7 +315,8 @@ def extract_video(path, model_path, options=Options(), label=""):
       "feature_names": np.array(names),
       "au": au,
       "au_names": np.array(au_names),
-      "extractor": np.array(_extractor_string(model_path)),
+      "jitter": np.float64(steadiness),
+      "extractor": np.array(_extractor_string(model_path, options)),
   }
   if options.landmarks:
     zeros = np.zeros((NUM_LANDMARKS, 3), np.float32)
@@ -288,15 +324,18 @@ def extract_video(path, model_path, options=Options(), label=""):
   return arrays
 
 
-def _extractor_string(model_path):
-  """Provenance: mediapipe/opencv versions and the model hash."""
+def _extractor_string(model_path, options):
+  """Provenance: mediapipe/opencv versions, the model hash and the face mode."""
   versions = []
   for dist in ("mediapipe", "opencv-contrib-python", "opencv-python-headless", "opencv-python"):
     try:
       versions.append(f"{dist}=={importlib.metadata.version(dist)}")
     except importlib.metadata.PackageNotFoundError:
       pass
-  return " ".join(versions + [f"{pathlib.Path(model_path).name} sha256:{landmarker_asset.SHA256}"])
+  faces = (f"num_faces={options.max_faces} follow={options.follow}" if options.max_faces > 1
+           else "num_faces=1 (MediaPipe tracking)")
+  return " ".join(versions + [f"{pathlib.Path(model_path).name} sha256:{landmarker_asset.SHA256}",
+                              faces])
 
 
 def write_npz_atomic(path, arrays):
@@ -341,7 +380,7 @@ def _extract_one(entry, out, model_path, options, label):
     return outcome
   start = time.monotonic()
   try:
-    arrays = extract_video(entry.video_path, model_path, options, label)
+    arrays = extract_video(entry.video_path, model_path, options_for(entry, options), label)
   except VideoError as e:
     outcome.error = str(e)
   except Exception as e:  # pylint: disable=broad-except
@@ -353,11 +392,12 @@ def _extract_one(entry, out, model_path, options, label):
   outcome.seconds = time.monotonic() - start
   outcome.frames = int(arrays["valid"].size)
   outcome.valid_frames = int(arrays["valid"].sum())
+  outcome.jitter = float(arrays["jitter"])
   write_npz_atomic(out, arrays)
   outcome.status = "extracted"
-  logging.info("%s %d frames, %d with a face (%.0f%%), %.1f frames/s, %.1f s -> %s", label,
-               outcome.frames, outcome.valid_frames,
-               100.0 * outcome.valid_frames / outcome.frames,
+  logging.info("%s %d frames, %d with a face (%.0f%%), jitter %.4f, %.1f frames/s, %.1f s -> %s",
+               label, outcome.frames, outcome.valid_frames,
+               100.0 * outcome.valid_frames / outcome.frames, outcome.jitter,
                outcome.frames / max(outcome.seconds, 1e-9), outcome.seconds, out)
   return outcome
 
@@ -375,6 +415,8 @@ def extract_all(entries, output_dir, model_asset=None, options=Options(), num_pr
   One process keeps about one core busy (FaceLandmarker runs a frame at a time), so
   `num_processes` > 1 extracts that many videos at once, each worker with its own landmarker.
   """
+  for entry in entries:
+    options_for(entry, options)  # A face mode that cannot work fails before any video.
   model_path = landmarker_asset.resolve(model_asset)
   # Import up front: a missing install fails before any work, and the import (mediapipe pulls
   # in TensorFlow when it is installed) is not charged to the first video's frames/s.

@@ -1,8 +1,11 @@
 """Which face to follow across frames, and head angles: pure geometry for the video front end.
 
-The first frame with faces picks the largest (landmark bounding-box area); later frames follow
-that face by bounding-box IoU with its last box, then by centroid distance, and pick the
-largest again only when neither matches.
+It matters when FaceLandmarker reports several faces per frame (`--max_faces` > 1). `follow`
+names the person: `largest` considers every face, `left` / `right` only faces whose box centre
+lies in that half of the frame (one seat of a side-by-side interview; frames where that seat is
+empty stay empty rather than taking the other person). Among those, the first frame picks the
+largest (landmark bounding-box area); later frames follow that face by bounding-box IoU with its
+last box, then by centroid distance, and pick the largest again only when neither matches.
 """
 
 import math
@@ -13,6 +16,7 @@ import numpy as np
 # half the tracked box's diagonal (fast motion can drop IoU while the face is still the same).
 MIN_TRACK_IOU = 0.3
 MAX_CENTRE_SHIFT = 0.5
+FOLLOW = ("largest", "left", "right")
 
 
 def face_box(points_xy):
@@ -30,6 +34,16 @@ def iou(a, b):
   inter = _area((max(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), min(a[3], b[3])))
   union = _area(a) + _area(b) - inter
   return inter / union if union > 0 else 0.0
+
+
+def faces_on_side(boxes, follow, width):
+  """Indices of the `boxes` that `follow` allows in a frame `width` wide (module doc)."""
+  if follow not in FOLLOW:
+    raise ValueError(f"follow={follow!r}: expected one of {', '.join(FOLLOW)}")
+  if follow == "largest":
+    return list(range(len(boxes)))
+  left = [(b[0] + b[2]) / 2 < width / 2 for b in boxes]
+  return [i for i, l in enumerate(left) if l == (follow == "left")]
 
 
 def select_face(boxes, tracked):
