@@ -2,7 +2,7 @@
 
 import setuptools
 
-COMMANDS = ("synth", "ingest", "train", "tokenize", "export", "probe", "report",
+COMMANDS = ("synth", "ingest", "train", "tokenize", "export", "discover", "probe", "report",
             "extract", "demo")
 
 setuptools.setup(

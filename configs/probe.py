@@ -46,9 +46,14 @@ def get_config(arg=None):
   config.dfe.min_video_count = 2  # Drop columns present in fewer videos (uses no labels).
   config.dfe.top_tokens = 10  # Tokens reported per label and direction.
 
+  # dataset.json of the ingest folder the tokenizer trained on. Given, the frame baselines see what
+  # the tokenizer saw: frames normalised with its statistics (subject-centred when it was), and
+  # k-means fitted once on its training split. Empty: frames z-scored and k-means fitted inside
+  # each outer training fold. results.json and results.md state which protocol ran.
+  config.dataset = ""
   config.kmeans = ml_collections.ConfigDict()
   config.kmeans.num_codes = 0  # 0 = the DFE codebook size, so both vocabularies match.
-  config.kmeans.max_fit_frames = 20_000  # Training-fold frames sampled for each k-means fit.
+  config.kmeans.max_fit_frames = 20_000  # Frames sampled for each k-means fit.
 
   config.au = ml_collections.ConfigDict()
   config.au.occurrence_threshold = 1.0  # Intensity (0-5) at which an AU counts as present.

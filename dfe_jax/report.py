@@ -22,6 +22,10 @@ _DATA_DIR = flags.DEFINE_string("data_dir", None, "Ingest folder whose videos.cs
                                 "splits (default: the config's data_dir).")
 _FLAME_MODEL = flags.DEFINE_string("flame_model", None, "FLAME model (.pkl or .npz) to draw "
                                    "FLAME tokens as faces.")
+_DISCOVERY = flags.DEFINE_string("discovery", None, "Folder of dfe-discover's discovery.json "
+                                 "(synthetic corpus) to show display discovery.")
+_PROBE = flags.DEFINE_string("probe", None, "Folder of dfe-probe's results.json to show the "
+                             "probe table.")
 _TOP_TOKENS = flags.DEFINE_integer("top_tokens", 48, "Most used tokens to draw.")
 _MAX_VIDEOS = flags.DEFINE_integer("max_videos", 200, "Manifest videos to read at most.")
 _HELDOUT = flags.DEFINE_integer("heldout_videos", 3, "Held-out videos to reconstruct.")
@@ -41,6 +45,7 @@ def main(argv):
     path = report_lib.write_report(
         _WORKDIR.value, output_dir, tokens=_TOKENS.value, manifest=_MANIFEST.value,
         flame_model=_FLAME_MODEL.value, data_dir=_DATA_DIR.value,
+        discovery_dir=_DISCOVERY.value, probe_dir=_PROBE.value,
         options=report_lib.ReportOptions(
             top_tokens=_TOP_TOKENS.value, max_videos=_MAX_VIDEOS.value,
             heldout_videos=_HELDOUT.value, step=_STEP.value, best=_BEST.value,

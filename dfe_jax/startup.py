@@ -17,12 +17,12 @@ from absl import logging
 class _LibraryNoiseFilter(std_logging.Filter):
   """Drops library log lines that read as failures in a healthy run (or flood it).
 
-  Orbax logs a dozen INFO lines per save and a warning that a restored directory "is read only"
-  (it opens finished checkpoints read-only on purpose); JAX warns that it found no TPU while
+  Orbax logs a dozen INFO lines per save and warnings that a restored directory "is read only"
+  and what read_only=True implies (it opens finished checkpoints read-only on purpose); JAX warns that it found no TPU while
   looking for backends on a CPU or GPU machine.
   """
 
-  _MESSAGES = ("is read only", "Unable to initialize backend 'tpu'")
+  _MESSAGES = ("is read only", "read_only=True", "Unable to initialize backend 'tpu'")
 
   def filter(self, record):
     if f"{os.sep}orbax{os.sep}" in record.pathname and record.levelno < std_logging.ERROR:

@@ -18,7 +18,7 @@ ALLOWED = {
     "tokenizer": {"formats", "data", "models", "training"},
     "synthetic": {"formats", "data", "tokenizer"},
     "probing": {"formats"},
-    "reporting": {"formats", "data", "models", "tokenizer", "synthetic", "video"},
+    "reporting": {"formats", "data", "models", "tokenizer", "synthetic", "video", "probing"},
     "main_job": {"formats", "data", "models", "training", "tokenizer", "synthetic", "probing",
                  "reporting"},
 }

@@ -11,7 +11,8 @@ import pytest
 import probe_fixtures
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
-COMMANDS = ("synth", "extract", "ingest", "train", "tokenize", "export", "probe", "report", "demo")
+COMMANDS = ("synth", "extract", "ingest", "train", "tokenize", "export", "discover", "probe",
+            "report", "demo")
 HEAVY = ("jax", "tensorflow", "flax", "optax", "orbax")
 
 

@@ -12,10 +12,13 @@ from sklearn import metrics as sk_metrics
 
 import probe_fixtures
 
+from dfe_jax.data import ingest_lib
 from dfe_jax.formats import openface
 from dfe_jax.probing import cross_validation
 from dfe_jax.probing import featurize
+from dfe_jax.probing import inputs
 from dfe_jax.probing import probe_lib
+from dfe_jax.tokenizer import tokenize_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -64,7 +67,7 @@ def test_planted_token_is_recovered_and_reported(corpus, tmp_path):
   assert on_disk["metrics"] == pytest.approx(results["metrics"])
   assert on_disk["provenance"]["seeds"] == [0, 1]
   markdown = open(tmp_path / "results.md").read()
-  assert "| dfe |" in markdown and "| chance |" in markdown and "t5 (+" in markdown
+  assert "| dfe |" in markdown and "| chance |" in markdown and "T5 (+" in markdown
 
 
 def test_every_baseline_runs_on_the_same_folds(corpus, tmp_path):
@@ -221,11 +224,11 @@ def test_bag_of_words_counts_levels_ngrams_and_skips(tmp_path):
   probe_fixtures.write_tokens(path, ["v"], [codes], [valid], 4)
   tokens = featurize.load_tokens(path)
   rates, names = featurize.bag_of_words(tokens, [tokens.rows(0)], "shared", 1, 1)
-  assert dict(zip([n["name"] for n in names], rates[0] * 3)) == {"t1": 3, "t2": 2}
+  assert dict(zip([n["name"] for n in names], rates[0] * 3)) == {"T1": 3, "T2": 2}
   rates, names = featurize.bag_of_words(tokens, [tokens.rows(0)], "per_level", 2, 1)
   counts = dict(zip([n["name"] for n in names], rates[0] * 3))
   # Bigrams join consecutive valid steps of one level; step 2 is invalid, step 1 skips level 1.
-  assert counts == {"L0:t1": 3, "L1:t2": 2, "L0:t1>t1": 1}
+  assert counts == {"L1:T1": 3, "L2:T2": 2, "L1:T1>T1": 1}
   assert [n["level"] for n in names] == [0, 1, 0]
 
 
@@ -303,3 +306,31 @@ def test_binary_writes_results_and_fails_in_one_line(corpus, tmp_path):
   assert done.returncode == 1
   assert done.stderr.strip().splitlines()[-1] == (
       "probe: error: /nonexistent/manifest.csv: cannot read manifest (No such file or directory)")
+
+
+def test_kmeans_baseline_sees_the_frames_the_tokenizer_saw(small_corpus, tmp_path):
+  """With config.dataset, frames are normalised as tokenize normalises them (per subject), and
+  k-means is fitted once on the tokenizer's training split."""
+  shards = str(tmp_path / "shards")
+  ingest_lib.ingest(small_corpus, shards, ingest_lib.IngestOptions(
+      num_shards=1, normalize="subject", num_processes=1))
+  manifest = inputs.read_manifest(small_corpus)
+  videos = inputs.load_videos(manifest, range(len(manifest.rows)))
+  stats, split_of = inputs.read_dataset(os.path.join(shards, "dataset.json"))
+  normalised = inputs.normalize_like_tokenizer(manifest, [dict(v) for v in videos], stats)
+  info = json.load(open(os.path.join(shards, "dataset.json")))
+  subject = manifest.rows[0]["subject_id"]
+  own = [i for i, r in enumerate(manifest.rows) if r["subject_id"] == subject]
+  expected, _ = tokenize_lib.normalize_subject_videos(info, [tokenize_lib.VideoInput(
+      manifest.rows[i]["video_id"], subject, videos[i]["features"], videos[i]["valid"])
+                                                             for i in own])
+  for i, x in zip(own, expected):  # The same function on the same frames: exact.
+    np.testing.assert_array_equal(normalised[i]["features"], x)
+  train = [i for i, v in enumerate(manifest.video_ids) if split_of[v] == "train"]
+  assert 0 < len(train) < len(videos)
+  kmeans = featurize.KMeansBagOfWords(normalised, 8, 10 ** 9, 0, fit_once_on=train)
+  frames = np.concatenate([normalised[i]["features"][normalised[i]["valid"]] for i in train])
+  for any_fold in ([0, 1], [2, 3, 4]):  # One fit for every fold: the training split's frames.
+    np.testing.assert_array_equal(kmeans.fit_frames(any_fold)[0], frames)
+  assert np.abs(frames.mean(0)).max() < 1e-3  # Subject-centred, unlike the raw frames.
+  assert kmeans.rates([0, 1], [0]).sum() == pytest.approx(1.0)

@@ -17,7 +17,10 @@ from dfe_jax.reporting import face_render
 from dfe_jax.reporting import report_lib
 
 from dfe_jax.reporting import token_stats
+from dfe_jax.synthetic import display_discovery
 from dfe_jax.synthetic import synth_lib
+from dfe_jax.tokenizer import tokenize_lib
+from dfe_jax.tokenizer import trained_model
 from dfe_jax.training import train_lib
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -69,7 +72,8 @@ def arkit_run(tmp_path_factory):
     writer = csv.DictWriter(f, fieldnames=list(rows[0]))
     writer.writeheader()
     writer.writerows(rows)
-  return dict(root=root, workdir=workdir, manifest=with_video)
+  return dict(root=root, workdir=workdir, manifest=with_video, corpus_manifest=manifest,
+              shards=shards)
 
 
 _CHECK = """<script>
@@ -126,6 +130,31 @@ def test_report_renders_in_chromium_with_every_section_and_image(arkit_run, tmp_
   import matplotlib.image  # pylint: disable=g-import-not-at-top
   pixels = matplotlib.image.imread(shot)
   assert pixels[..., :3].std() > 0.05, "the screenshot is blank"
+
+
+def test_report_shows_display_discovery_against_every_baseline(arkit_run, tmp_path):
+  """dfe-discover's results in the report: the table, the verdict and each display's match."""
+  trained = trained_model.load(arkit_run["workdir"])
+  tokens = str(tmp_path / "tokens")
+  tokenize_lib.tokenize_videos(trained, arkit_run["corpus_manifest"], tokens)
+  result = display_discovery.evaluate(trained, tokens, arkit_run["corpus_manifest"],
+                                      ingest_lib.read_video_splits(arkit_run["shards"]))
+  assert {"DFE tokens", "kmeans", "residual_kmeans", "pca", "ica", "ica_oracle"} <= set(
+      result["dictionary"])
+  assert result["dictionary"]["ica_oracle"]["is_oracle"]
+  assert result["dictionary"]["DFE tokens"]["null"] is not None
+  assert set(result["steps"]["methods"]) == {"DFE tokens", "residual k-means", "raw step means"}
+  display_discovery.write(result, str(tmp_path / "discovery"))
+  out = str(tmp_path / "report")
+  path = report_lib.write_report(arkit_run["workdir"], out, tokens=tokens,
+                                 manifest=arkit_run["corpus_manifest"],
+                                 discovery_dir=str(tmp_path / "discovery"), top_tokens=4)
+  page = open(path).read()
+  assert '<section id="discovery">' in page and "beats its null" in page
+  assert display_discovery.verdict(result).split(":")[0] in page
+  assert "discovery_matches.png" in page
+  assert open(os.path.join(out, "discovery_matches.png"), "rb").read(4) == b"\x89PNG"
+  assert '<section id="probes">' in page and "No results.json" in page
 
 
 def test_tokens_file_gives_the_same_usage_as_encoding_here(arkit_run, tmp_path):

@@ -383,6 +383,15 @@ def _write_videos_csv(path, videos):
     f.write(buffer.getvalue())
 
 
+def read_video_splits(data_dir):
+  """{video_id: split} from an ingest folder's `videos.csv`."""
+  path = os.path.join(data_dir, "videos.csv")
+  if not filesystem.exists(path):
+    raise FileNotFoundError(f"{path}: no videos.csv; is {data_dir} an ingest output folder?")
+  with filesystem.open(path) as f:
+    return {r["video_id"]: r["split"] for r in csv.DictReader(f)}
+
+
 def check_output_dir(output_dir, overwrite, num_workers):
   """Stops on a finished dataset unless `overwrite`; clears old shards when overwriting."""
   if not filesystem.exists(os.path.join(output_dir, "dataset.json")):

@@ -84,6 +84,22 @@ def offset_and_scale(stats, subject_id):
   return np.asarray(stats["mean"], np.float32), std
 
 
+def normalize_subject_videos(stats, features, valids):
+  """One subject's videos normalised as ingest did, the subject mean recomputed from them.
+
+  `features` [T, D] and `valids` [T] per video; returns the normalised videos (zero where
+  invalid) and the offset used. Tokenize, token recovery and the probe all normalise this way.
+  """
+  std = np.asarray(stats["std"], np.float32)
+  if stats["mode"] == "subject":
+    moments = sum((Moments.of(x[v]) for x, v in zip(features, valids)), Moments.zeros(len(std)))
+    offset = moments.mean().astype(np.float32)
+  else:
+    offset = np.asarray(stats["mean"], np.float32)
+  return [np.where(v[:, None], (x - offset) / std, 0.0).astype(np.float32)
+          for x, v in zip(features, valids)], offset
+
+
 def normalize(stats, x_TD, subject_id):
   """Frames of `subject_id` normalised as the model saw them: (x - offset) / scale."""
   offset, scale = offset_and_scale(stats, subject_id)

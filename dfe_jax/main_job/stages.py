@@ -16,6 +16,7 @@ from dfe_jax.formats import outputs
 from dfe_jax.main_job import summary as summary_lib
 from dfe_jax.probing import probe_lib
 from dfe_jax.reporting import report_lib
+from dfe_jax.synthetic import display_discovery
 from dfe_jax.synthetic import synth_lib
 from dfe_jax.synthetic import token_recovery
 from dfe_jax.tokenizer import export_lib
@@ -58,7 +59,7 @@ def run_demo(out, rvq_config, continuous_config, probe_config, num_subjects=48,
   """Runs every stage into `out`; returns the summary dict (also written as JSON and Markdown)."""
   paths = {name: os.path.join(out, name) for name in (
       "corpus", "shards", "train", "train_continuous", "tokens", "tokens_continuous",
-      "probe", "report")}
+      "discovery", "probe", "report")}
   manifest = os.path.join(paths["corpus"], "manifest.csv")
   stages = _Stages()
   spec = synth_lib.CorpusSpec(num_subjects=num_subjects, video_seconds=video_seconds)
@@ -85,17 +86,23 @@ def run_demo(out, rvq_config, continuous_config, probe_config, num_subjects=48,
   recovery = {}
   stages.seconds["token_recovery"] = _timed(lambda: recovery.update(
       token_recovery.token_recovery_report(paths["tokens"], manifest, trained.info)))
+  stages.run("discovery", os.path.join(paths["discovery"], "discovery.json"),
+             lambda: display_discovery.write(display_discovery.evaluate(
+                 trained, paths["tokens"], manifest, ingest_lib.read_video_splits(
+                     paths["shards"])), paths["discovery"]))
   probe_config = probe_config.copy_and_resolve_references()
   with probe_config.unlocked():
     probe_config.tokens = paths["tokens"]
     probe_config.manifest = manifest
     probe_config.continuous_tokens = paths["tokens_continuous"]
+    probe_config.dataset = os.path.join(paths["shards"], "dataset.json")
   stages.run("probe", os.path.join(paths["probe"], "results.json"),
              lambda: probe_lib.run_probes(probe_config, paths["probe"], overwrite=True))
   stages.run("report", os.path.join(paths["report"], "report.html"),
              lambda: report_lib.write_report(paths["train"], paths["report"],
                                              tokens=paths["tokens"], manifest=manifest,
-                                             overwrite=True))
+                                             discovery_dir=paths["discovery"],
+                                             probe_dir=paths["probe"], overwrite=True))
   summary = summary_lib.summarize(paths, trained, recovery, stages.seconds)
   with outputs.atomic_open(os.path.join(out, "summary.json")) as f:
     json.dump(summary, f, indent=1)

@@ -3,6 +3,7 @@
 import json
 import os
 
+from dfe_jax.synthetic import display_discovery
 from dfe_jax.synthetic import token_recovery
 
 
@@ -19,6 +20,8 @@ def summarize(paths, trained, recovery, seconds):
   levels = trained.config.model.quantizer.num_levels
   with open(os.path.join(paths["probe"], "results.json")) as f:
     probe = json.load(f)
+  with open(os.path.join(paths["discovery"], "discovery.json")) as f:
+    discovery = json.load(f)
   cosine = final["eval/recon_cosine"]
   return {
       "heldout_recon_cosine": cosine,
@@ -29,6 +32,7 @@ def summarize(paths, trained, recovery, seconds):
       "prefix_mse": [final.get(f"eval/recon/prefix{l + 1}_mse") for l in range(levels)],
       "token_recovery": recovery,
       "beats_kmeans_recovery": recovery["tokens"]["nmi"] > recovery["kmeans"]["nmi"],
+      "discovery": discovery,
       "probe_metrics": probe.get("metrics", {}),
       "seconds": seconds,
       "total_seconds": sum(seconds.values()),
@@ -47,11 +51,12 @@ def markdown(summary, paths):
       "| level | usage | perplexity | recon MSE with levels 1..l |", "| ---: | ---: | ---: | ---: |",
   ]
   for l in range(levels):
-    lines.append(f"| {l} | {summary['usage_by_level'][l]:.3f} | "
+    lines.append(f"| {l + 1} | {summary['usage_by_level'][l]:.3f} | "
                  f"{summary['perplexity_by_level'][l]:.1f} | {summary['prefix_mse'][l]:.4f} |")
   lines += ["", token_recovery.format_report(summary["token_recovery"]), "",
             "Tokens " + ("beat" if summary["beats_kmeans_recovery"] else "do NOT beat") +
             " the k-means baseline at recovering the ground-truth displays (NMI).", ""]
+  lines += ["## Display discovery", "", display_discovery.markdown(summary["discovery"]), ""]
   with open(os.path.join(paths["probe"], "results.md")) as f:
     lines += ["## Probes", "", f.read(), ""]
   lines += [f"Report: {os.path.join(paths['report'], 'report.html')}", "",

@@ -170,8 +170,8 @@ def _describe_word(word, k, num_levels, per_level):
   local = int(word - base)
   level, local = (local // k ** order, local % k ** order) if per_level else (None, local)
   ids = [(local // k ** (order - 1 - j)) % k for j in range(order)]
-  name = ">".join(f"t{i}" for i in ids)
-  return {"name": f"L{level}:{name}" if per_level else name, "tokens": ids, "level": level}
+  name = ">".join(f"T{i}" for i in ids)  # The report's names: T17, and L2:T17 for level 2.
+  return {"name": f"L{level + 1}:{name}" if per_level else name, "tokens": ids, "level": level}
 
 
 def level_histogram(tokens, token_rows):
@@ -307,25 +307,39 @@ def read_feature_table(path, video_ids):
 
 
 class KMeansBagOfWords:
-  """Single-codebook k-means tokens on z-scored frames as bag-of-words rates, fitted per fold.
+  """Single-codebook k-means tokens as bag-of-words rates.
 
-  Frames are z-scored with the training videos' statistics, then `num_codes` centroids are
-  fitted on at most `max_fit_frames` training frames (a seeded sample keeps each fit short).
+  Two protocols. Per fold (`fit_once_on` None): frames are z-scored with the training fold's
+  statistics and the centroids fitted on its frames. Like the tokenizer (`fit_once_on` = the
+  videos of the tokenizer's training split, whose frames arrive normalised as it saw them): one
+  fit, no labels, used in every fold, as the tokenizer is. Either way at most `max_fit_frames`
+  frames are sampled (seeded) for a fit.
   """
 
-  def __init__(self, videos, num_codes, max_fit_frames, seed):
+  def __init__(self, videos, num_codes, max_fit_frames, seed, fit_once_on=None):
     self.frames_by_video = [v["features"][v["valid"]].astype(np.float32) for v in videos]
     self.num_codes = num_codes
     self.max_fit_frames = max_fit_frames
     self.seed = seed
+    self.fit_once_on = None if fit_once_on is None else tuple(int(i) for i in fit_once_on)
     self._cache = {}
 
+  def fit_frames(self, train_videos):
+    """The frames a fit sees [N, D] (before sampling), and the (mean, std) that scaled them."""
+    key = self.fit_once_on if self.fit_once_on is not None else tuple(int(i) for i in train_videos)
+    frames = np.concatenate([self.frames_by_video[i] for i in key])
+    if self.fit_once_on is None:
+      mean, std = frames.mean(0), frames.std(0) + 1e-6
+    else:  # Already normalised as the tokenizer saw them.
+      mean, std = np.zeros(frames.shape[1], np.float32), np.ones(frames.shape[1], np.float32)
+    return ((frames - mean) / std).astype(np.float32), mean, std
+
   def rates(self, train_videos, videos):
-    """Rates [len(videos), num_codes] with centroids fitted on `train_videos` only."""
-    key = tuple(int(i) for i in train_videos)
+    """Rates [len(videos), num_codes] with centroids fitted on `train_videos` only (or once on
+    `fit_once_on`)."""
+    key = self.fit_once_on if self.fit_once_on is not None else tuple(int(i) for i in train_videos)
     if key not in self._cache:
-      train_frames = np.concatenate([self.frames_by_video[i] for i in train_videos])
-      mean, std = train_frames.mean(0), train_frames.std(0) + 1e-6
+      train_frames, mean, std = self.fit_frames(train_videos)
       rng = np.random.default_rng(self.seed)
       if len(train_frames) > self.max_fit_frames:
         sample = rng.choice(len(train_frames), self.max_fit_frames, replace=False)
@@ -333,7 +347,7 @@ class KMeansBagOfWords:
       # One k-means++ start on a small init sample: the probe fits this per outer fold.
       kmeans = cluster.MiniBatchKMeans(
           n_clusters=min(self.num_codes, len(train_frames)), batch_size=1024, n_init=1,
-          random_state=self.seed).fit(((train_frames - mean) / std).astype(np.float32))
+          random_state=self.seed).fit(train_frames)
       self._cache = {key: (kmeans, mean, std)}  # Folds are visited in order; keep one.
     kmeans, mean, std = self._cache[key]
     frames = [self.frames_by_video[i] for i in videos]

@@ -2,10 +2,13 @@
 
 import csv
 import dataclasses
+import json
 import os
 
 import numpy as np
 
+from dfe_jax.formats import filesystem
+from dfe_jax.formats import normalization
 from dfe_jax.formats import outputs
 from dfe_jax.probing import featurize
 
@@ -118,6 +121,36 @@ def load_videos(manifest, indices):
     video["valid"] = video["valid"].astype(bool)
     video["fps"] = float(video["fps"])
     videos.append(video)
+  return videos
+
+
+def read_dataset(path):
+  """The tokenizer's `dataset.json` (normalisation statistics) and its videos' splits, from the
+  `videos.csv` ingest wrote beside it: (stats, {video_id: split})."""
+  try:
+    with filesystem.open(path) as f:
+      info = json.load(f)
+    with filesystem.open(os.path.join(os.path.dirname(path), "videos.csv")) as f:
+      split_of = {r["video_id"]: r["split"] for r in csv.DictReader(f)}
+  except (OSError, ValueError, KeyError) as e:
+    raise ProbeInputError(f"config.dataset={path}: not an ingest dataset.json with videos.csv "
+                          f"beside it ({e})") from None
+  if "normalization" not in info:
+    raise ProbeInputError(f"config.dataset={path}: no normalisation statistics")
+  return info["normalization"], split_of
+
+
+def normalize_like_tokenizer(manifest, videos, stats):
+  """The videos' features normalised as the tokenizer normalised them (per subject)."""
+  by_subject = {}
+  for i, row in enumerate(manifest.rows):
+    by_subject.setdefault(row["subject_id"], []).append(i)
+  for indices in by_subject.values():
+    normalised, _ = normalization.normalize_subject_videos(
+        stats, [videos[i]["features"].astype(np.float32) for i in indices],
+        [videos[i]["valid"] for i in indices])
+    for i, x in zip(indices, normalised):
+      videos[i]["features"] = x
   return videos
 
 

@@ -65,6 +65,18 @@ class _Representation:
     return self.matrix[train], self.matrix[test]
 
 
+def protocol(config):
+  """How the frame baselines are built, in one sentence for results.json and results.md."""
+  if config.get("dataset"):
+    return ("Frame baselines (functionals, k-means) use the frames the tokenizer saw: normalised "
+            f"with {config.dataset}'s statistics (subject means recomputed per subject when it "
+            "is subject-normalised); k-means is fitted once, without labels, on the tokenizer's "
+            "training split, as the tokenizer was.")
+  return ("Frame baselines use the per-video files as they are; k-means is fitted inside each "
+          "outer training fold on z-scored frames, unlike the tokenizer (trained once on its own "
+          "training split): set config.dataset to compare on equal terms.")
+
+
 def build_representations(config, manifest, tokens, token_index, log):
   """Every requested representation over the probe's videos, in the configured order."""
   requested = _as_list(config.representations)
@@ -79,6 +91,7 @@ def build_representations(config, manifest, tokens, token_index, log):
     raise ProbeInputError(f"config.representations: unknown '{unknown[0]}' (known: auto, "
                           f"{', '.join(ALL_REPRESENTATIONS)})")
   token_rows = [tokens.rows(v) for v in token_index]
+  dataset = inputs.read_dataset(config.dataset) if config.get("dataset") else None
   needs_frames = [r for r in requested if r in ("functionals", "kmeans")
                   or (r == "au" and not config.openface_table)]
   videos = None
@@ -87,6 +100,8 @@ def build_representations(config, manifest, tokens, token_index, log):
       raise ProbeInputError(f"{manifest.path}: a 'path' to each per-video feature file is needed "
                             f"for '{needs_frames[0]}'")
     videos = inputs.load_videos(manifest, range(len(manifest.rows)))
+    if dataset is not None:
+      videos = inputs.normalize_like_tokenizer(manifest, videos, dataset[0])
   au_arrays_missing = videos is not None and any("au" not in v for v in videos)
   if auto and "au" in requested and not config.openface_table and au_arrays_missing:
     requested.remove("au")
@@ -113,8 +128,14 @@ def build_representations(config, manifest, tokens, token_index, log):
       out[name] = _Representation(name, matrix)
     elif name == "kmeans":
       num_codes = config.kmeans.num_codes or tokens.codebook_size
+      fit_once_on = None
+      if dataset is not None:
+        fit_once_on = [i for i, v in enumerate(manifest.video_ids) if dataset[1].get(v) == "train"]
+        if not fit_once_on:
+          raise ProbeInputError(f"config.dataset={config.dataset}: none of the manifest's videos "
+                                "is in its training split")
       kmeans = featurize.KMeansBagOfWords(videos, num_codes, config.kmeans.max_fit_frames,
-                                               config.cv.seed)
+                                          config.cv.seed, fit_once_on=fit_once_on)
       rep = _Representation(name, steps=steps, fold_fitter=lambda tr, te, k=kmeans: (
           k.rates(tr, tr), k.rates(tr, te)))
       rep.num_features = num_codes
@@ -308,6 +329,7 @@ def _run_probes(config, output_dir, overwrite):
     for name, rep in per_rep.items():
       for metric, summary in rep["metrics"].items():
         results["metrics"][f"probe/{task}/{name}/{metric}"] = summary["mean"]
+  results["protocol"] = protocol(config)
   results["data"] = {
       "num_videos": len(manifest.video_ids),
       "num_subjects": int(len(np.unique(manifest.subject_ids))),

@@ -17,6 +17,21 @@ def _cell(summary):
   return f"{mean:.3f} [{low:.3f}, {high:.3f}]"
 
 
+def main_table(results):
+  """The headline table: (headers, rows of cells), one row per representation."""
+  tasks = results["tasks"]
+  names = []
+  for task in tasks.values():
+    names += [n for n in task["representations"] if n not in names]
+  columns = [(t, m) for t, task in tasks.items()
+             for m in next(iter(task["representations"].values()))["metrics"]]
+  headers = ["representation"] + [f"{t} {METRIC_TITLES[m]}" for t, m in columns]
+  rows = [[name] + [_cell(tasks[t]["representations"][name]["metrics"][m])
+                    if name in tasks[t]["representations"] else "" for t, m in columns]
+          for name in names]
+  return headers, rows
+
+
 def markdown(results):
   """The whole report as Markdown text."""
   tasks = results["tasks"]
@@ -27,18 +42,12 @@ def markdown(results):
            f"subject-grouped {cv['folds']}-fold CV × {cv['repeats']} repeats (seeds "
            f"{provenance['seeds']}), hyperparameters chosen by {cv['inner_folds']}-fold inner CV "
            "on training folds only. Cells: mean over repeats [95% t-interval over repeats].", ""]
-  names = []
-  for task in tasks.values():
-    names += [n for n in task["representations"] if n not in names]
-  columns = [(t, m) for t, task in tasks.items()
-             for m in next(iter(task["representations"].values()))["metrics"]]
-  header = " | ".join(f"{t} {METRIC_TITLES[m]}" for t, m in columns)
-  lines.append(f"| representation | {header} |")
-  lines.append("|---" * (len(columns) + 1) + "|")
-  for name in names:
-    cells = [_cell(tasks[t]["representations"][name]["metrics"][m])
-             if name in tasks[t]["representations"] else "" for t, m in columns]
-    lines.append(f"| {name} | " + " | ".join(cells) + " |")
+  if results.get("protocol"):
+    lines += [results["protocol"], ""]
+  headers, rows = main_table(results)
+  lines.append("| " + " | ".join(headers) + " |")
+  lines.append("|---" * len(headers) + "|")
+  lines += ["| " + " | ".join(row) + " |" for row in rows]
   for task_name, task in tasks.items():
     if not task.get("paired_vs_dfe"):
       continue
@@ -69,7 +78,7 @@ def markdown(results):
         listed = ", ".join(f"{e['name']} ({e['coefficient']:+.2f})" for e in entries)
         lines.append(f"- {side} {task_name} = {target}: {listed}")
     if task.get("token_levels"):
-      shares = "; ".join(f"t{i}: " + "/".join(f"{s:.2f}" for s in levels)
+      shares = "; ".join(f"T{i}: " + "/".join(f"{s:.2f}" for s in levels)
                          for i, levels in task["token_levels"].items())
       lines.append(f"- share of each listed token's uses at levels 0..L-1: {shares}")
   lines += ["", f"Versions: {provenance['versions']}; git {provenance['git_revision']}.", ""]

@@ -12,6 +12,9 @@ from dfe_jax.reporting import token_stats
 _COOCCUR_TOKENS = 24
 _THUMB_HEIGHT = 72
 _MIN_AU_STEPS = 10  # Fewer active steps than this give noise, not an AU profile.
+# Rises listed in the table: smaller ones are within the step-to-step noise of AU intensities
+# (0-5 scale; a detector's intensity noise is a few tenths).
+_MIN_AU_RISE = 0.1
 
 
 def _token_rows(data):
@@ -60,10 +63,11 @@ def facs(page, data):
   parts.append(H.image(S.save(fig, data, "token_au.png"), "token vs AU"))
   rows = []
   for n, (name, r, c) in enumerate(zip(names, rise, count)):
-    order = [a for a in np.argsort(-np.nan_to_num(r, nan=-np.inf))[:3] if r[a] > 0]
+    order = [a for a in np.argsort(-np.nan_to_num(r, nan=-np.inf))[:3] if r[a] > _MIN_AU_RISE]
     rows.append((name, int(c), d["labels"][top[n]],
                  ", ".join(f"{au_names[a]} +{r[a]:.2f}" for a in order) or "none"))
-  parts.append(H.table(["token", "active steps", "label", "AUs that rise most"], rows,
+  parts.append(H.table(["token", "active steps", "label",
+                        f"AUs that rise most (by more than {_MIN_AU_RISE:g})"], rows,
                        scroll=True))
 
 

@@ -6,7 +6,6 @@ then writes each section; `token_sections.py` draws them. Tokens come from `--to
 tokenize output); without them the report encodes up to `max_videos` manifest videos itself.
 """
 
-import csv
 import dataclasses
 import json
 import os
@@ -21,14 +20,17 @@ from dfe_jax.formats import normalization
 from dfe_jax.formats import outputs
 from dfe_jax.formats import video_files
 from dfe_jax.reporting import behaviour_sections
+from dfe_jax.reporting import findings_sections
 from dfe_jax.reporting import html_page
 from dfe_jax.reporting import token_sections
 from dfe_jax.reporting import token_stats
 from dfe_jax.tokenizer import chunked_encoder
 from dfe_jax.tokenizer import trained_model
 from dfe_jax.video import action_units
+from dfe_jax.video import jitter
 
-SECTIONS = (token_sections.overview, token_sections.training, token_sections.usage,
+SECTIONS = (token_sections.overview, findings_sections.discovery, findings_sections.probes,
+            token_sections.training, token_sections.usage,
             token_sections.dictionary, token_sections.composition, behaviour_sections.facs,
             behaviour_sections.timing, behaviour_sections.exemplars, behaviour_sections.reconstruction)
 
@@ -58,6 +60,7 @@ class Video:
   au_names: tuple | None
   video_path: str | None
   au_derived: bool = False   # AUs estimated here from blendshapes, not given by the file.
+  jitter: float = float("nan")  # video.jitter.blendshape_jitter at the source rate (as extract).
 
 
 @dataclasses.dataclass
@@ -75,6 +78,9 @@ class ReportData:
   metrics: list
   options: ReportOptions
   flame_model: str | None
+  manifest: str | None = None
+  discovery: dict | None = None  # discovery.json of dfe-discover
+  probe: dict | None = None      # results.json of dfe-probe
   notes: list = dataclasses.field(default_factory=list)
   cache: dict = dataclasses.field(default_factory=dict)  # Results shared between sections.
 
@@ -85,8 +91,7 @@ def _read_splits(rows, data_dir):
     return {r["video_id"]: r["split"] for r in rows}, "the manifest's split column"
   path = os.path.join(data_dir, "videos.csv") if data_dir else ""
   if path and filesystem.exists(path):
-    with filesystem.open(path) as f:
-      return {r["video_id"]: r["split"] for r in csv.DictReader(f)}, path
+    return ingest_lib.read_video_splits(data_dir), path
   return {}, "unknown (no split column and no videos.csv); held-out plots use the last videos"
 
 
@@ -107,7 +112,8 @@ def _load_video(row, split, info, feature_names):
                                 np.ones(len(video.au), bool), src, fps)
   x = np.where(valid[:, None], normalization.normalize(info["normalization"], x_raw, row["subject_id"]), 0)
   return Video(row["video_id"], row["subject_id"], split, x_raw, x.astype(np.float32), valid,
-               au, video.au_names, (row.get("video_path") or "").strip() or None)
+               au, video.au_names, (row.get("video_path") or "").strip() or None,
+               jitter=jitter.blendshape_jitter(video.features, video.valid, feature_names))
 
 
 def encode_videos(trained, videos):
@@ -147,8 +153,19 @@ def _pick_videos(rows, split_of, tokens, max_videos, heldout_videos):
   return (held + rest)[:max(max_videos, heldout_videos)]
 
 
+def _read_json_in(folder, name):
+  """`folder/name` as JSON, or None when no folder is given."""
+  if not folder:
+    return None
+  path = os.path.join(folder, name)
+  if not filesystem.exists(path):
+    raise FileNotFoundError(f"{path}: not found")
+  with filesystem.open(path) as f:
+    return json.load(f)
+
+
 def gather(workdir, output_dir, *, tokens=None, manifest=None, flame_model=None, data_dir=None,
-           options=None):
+           discovery_dir=None, probe_dir=None, options=None):
   """Loads the model, tokens, manifest videos and metrics for the report."""
   options = options or ReportOptions()
   trained = trained_model.load(workdir, step=options.step, best=options.best)
@@ -190,17 +207,20 @@ def gather(workdir, output_dir, *, tokens=None, manifest=None, flame_model=None,
         pass
   return ReportData(trained, workdir, output_dir, feature_names, float(info["fps"]), token_data,
                     tokens_source, videos, split_source, read_metrics(workdir), options,
-                    flame_model, notes)
+                    flame_model, manifest, _read_json_in(discovery_dir, "discovery.json"),
+                    _read_json_in(probe_dir, "results.json"), notes)
 
 
 def write_report(workdir, output_dir, *, tokens=None, manifest=None, flame_model=None,
-                 data_dir=None, options=None, **option_overrides):
+                 data_dir=None, discovery_dir=None, probe_dir=None, options=None,
+                 **option_overrides):
   """Writes `report.html` and its PNGs into `output_dir`; returns the report's path."""
   options = dataclasses.replace(options or ReportOptions(), **option_overrides)
   outputs.check_writable_dir(output_dir, options.overwrite)
   start = time.time()
   data = gather(workdir, output_dir, tokens=tokens, manifest=manifest, flame_model=flame_model,
-                data_dir=data_dir, options=options)
+                data_dir=data_dir, discovery_dir=discovery_dir, probe_dir=probe_dir,
+                options=options)
   logging.info("report: data gathered in %.1f s", time.time() - start)
   page = html_page.Page(f"DFE report: {os.path.basename(os.path.normpath(workdir))}")
   for section in SECTIONS:

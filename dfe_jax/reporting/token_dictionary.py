@@ -1,64 +1,20 @@
-"""What each token does: its decoded effect on the expression vector, a label, and plots.
-
-A token's effect is the decoder's answer to "this code alone": a constant latent sequence with
-the code at one level and every other level skipped (-1), minus the decoding of an all-skipped
-sequence, read at the centre frame (away from the conv decoder's edge effects). With a shared
-codebook the quantizer sums the same code vector whatever the level, so one effect per code
-serves every level; separate codebooks give one effect per (level, code).
-
-Effects are reported in the input's own units (normalised difference times the training std;
-the mean cancels in the difference).
+"""What each token does: a label for its decoded effect (`tokenizer.code_effects`), and plots.
 
 Legend: K codes, L levels, S latent steps, T frames, D features.
 """
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
 from dfe_jax.formats import feature_spaces
-
-_EFFECT_STEPS = 16  # Latent steps of the constant sequence; wider than the decoder's reach.
-
-
-def _decoder(trained):
-  """A jitted `decode_codes(variables, codes)` for this model, built once per model."""
-  if not hasattr(trained, "_report_decode"):
-    trained._report_decode = jax.jit(  # pylint: disable=protected-access
-        lambda v, c: trained.model.apply(v, c, method=trained.model.decode_codes))
-  return trained._report_decode  # pylint: disable=protected-access
-
-
-def feature_std(info):
-  """The training std per feature, the scale from normalised to input units."""
-  return np.asarray(info["normalization"]["std"], np.float32)
-
-
-def token_effects(trained):
-  """Effects [Le, K, D] in input units: Le = 1 for a shared codebook, else one per level."""
-  q = trained.config.model.quantizer
-  num_levels, codebook_size = q.num_levels, q.codebook_size
-  levels = 1 if q.shared_codebook else num_levels
-  codes_KSL = np.full((codebook_size, _EFFECT_STEPS, num_levels), -1, np.int32)
-  skipped_1SL = codes_KSL[:1].copy()
-  decode = _decoder(trained)
-  base_D = np.asarray(decode(trained.variables, jnp.asarray(skipped_1SL)))[0]
-  centre = base_D.shape[0] // 2
-  effects = []
-  for level in range(levels):
-    codes = codes_KSL.copy()
-    codes[:, :, level] = np.arange(codebook_size)[:, None]
-    out_KTD = np.asarray(decode(trained.variables, jnp.asarray(codes)))
-    effects.append(out_KTD[:, centre] - base_D[centre])
-  return np.stack(effects) * feature_std(trained.info)
-
+from dfe_jax.tokenizer import code_effects
 
 def rank_scale(info, feature_names):
   """Per-feature weights for ranking a token's features: input units for the known spaces
   (blendshape weights and FLAME coefficients are commensurate), z-units for custom ones."""
   if info.get("feature_space") in feature_spaces.SPACES:
     return np.ones(len(feature_names), np.float32)
-  return 1.0 / np.maximum(feature_std(info), 1e-8)
+  return 1.0 / np.maximum(code_effects.feature_std(info), 1e-8)
 
 
 def label(effect_D, feature_names, scale_D, max_terms=3):
@@ -92,8 +48,21 @@ def _group_colours(feature_names):
   return colours, groups
 
 
-def plot_profiles(path, effects_ND, titles, feature_names, *, columns=6):
-  """Small-multiple bar plots of token profiles over the features, top features named."""
+def _group_legend(fig, feature_names):
+  """A legend of the bar colours: which feature group each colour is."""
+  plt = _plt()
+  colours, groups = _group_colours(feature_names)
+  handles = [plt.Rectangle((0, 0), 1, 1, color=colours[indices[0]])
+             for _, indices in sorted(groups.items())]
+  fig.legend(handles, [name for name, _ in sorted(groups.items())], loc="upper center",
+             ncol=min(len(handles), 8), fontsize=7, frameon=False, title="feature group",
+             title_fontsize=7)
+
+
+def plot_profiles(path, effects_ND, titles, feature_names, *, columns=6,
+                  ylabel="effect (input units)"):
+  """Small-multiple bar plots of token profiles over the features (x: the features in input
+  order, coloured by group), top features named."""
   plt = _plt()
   count = len(effects_ND)
   columns = max(1, min(columns, count))
@@ -113,7 +82,10 @@ def plot_profiles(path, effects_ND, titles, feature_names, *, columns=6):
     for i in np.argsort(-np.abs(effect))[:2]:
       ax.annotate(feature_names[i], (i, effect[i]), fontsize=5.5, ha="center",
                   va="bottom" if effect[i] >= 0 else "top")
-  fig.tight_layout(pad=0.4)
+  for row in axes:
+    row[0].set_ylabel(ylabel, fontsize=7)
+  _group_legend(fig, feature_names)
+  fig.tight_layout(pad=0.4, rect=(0, 0, 1, 0.93))
   fig.savefig(path, dpi=90)
   plt.close(fig)
 
@@ -139,7 +111,7 @@ def prefix_decodings(trained, codes_SL):
   num_levels = codes_SL.shape[1]
   keep_LL = np.arange(num_levels)[None, :] < np.arange(1, num_levels + 1)[:, None]
   codes_LSL = np.where(keep_LL[:, None, :], codes_SL[None], -1).astype(np.int32)
-  return np.asarray(_decoder(trained)(trained.variables, jnp.asarray(codes_LSL)))
+  return np.asarray(code_effects.decoder(trained)(trained.variables, jnp.asarray(codes_LSL)))
 
 
 def plot_composition(path, frames, feature_names):

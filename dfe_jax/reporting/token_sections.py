@@ -16,6 +16,7 @@ from dfe_jax.reporting import face_render
 from dfe_jax.reporting import html_page as H
 from dfe_jax.reporting import token_dictionary
 from dfe_jax.reporting import token_stats
+from dfe_jax.tokenizer import code_effects
 
 HELD_OUT_SPLITS = ("test", "val")
 
@@ -49,7 +50,8 @@ def token_table(data):
   if "tokens" in data.cache:
     return data.cache["tokens"]
   q, tokens = _q(data), data.tokens
-  effects = token_dictionary.token_effects(data.trained)         # [Le, K, D]
+  effects = (code_effects.token_effects(data.trained)           # [Le, K, D], input units
+             * code_effects.feature_std(data.trained.info))
   counts = token_stats.usage_counts(tokens, q.codebook_size)      # [L, K]
   shared = q.shared_codebook
   # One entry per token: (level or None, code); usage over all levels when shared.
@@ -80,8 +82,18 @@ def overview(page, data):
           ("quantizer", f"{q.kind}: {q.num_levels} levels x {q.codebook_size} codes, "
                         f"{'shared' if q.shared_codebook else 'per-level'} codebook"),
           ("features", f"{info.get('feature_space')} ({len(data.feature_names)}), {data.fps:g} fps"),
-          ("tokens", data.tokens_source or "none"), ("held-out split from", data.split_source),
+          ("tokens (usage, runs and co-occurrence count every video in them, all splits)",
+           data.tokens_source or "none"),
+          ("held-out videos (reconstructions) from", data.split_source),
           ("videos read", len(data.videos))]
+  jitters = {v: video.jitter for v, video in data.videos.items() if np.isfinite(video.jitter)}
+  if jitters:
+    worst = max(jitters, key=jitters.get)
+    rows.append(("blendshape jitter", f"median {np.median(list(jitters.values())):.4f} over "
+                 f"{len(jitters)} videos (highest {jitters[worst]:.4f}, {worst}): the typical "
+                 "frame-to-frame mean |Δ| of the 51 blendshapes. MediaPipe's single-face "
+                 "tracking of a steady webcam face gives about 0.003; well above that, tracking "
+                 "noise takes a share of the tokens"))
   parts.append(H.table(["", ""], rows))
   for note in data.notes:
     parts.append(H.paragraph(note, "why"))
@@ -173,17 +185,18 @@ def dictionary(page, data):
                                        data.feature_names)
   parts.append("<h3>Profiles</h3>" + H.image("token_profiles.png", "token profiles"))
   parts.append(H.image("token_matrix.png", "token by feature matrix"))
-  median = token_stats.median_run(d["runs"], _q(data).codebook_size)
+  mean_run = token_stats.mean_run(d["runs"], _q(data).codebook_size)
   factor = 2 ** data.trained.config.model.downsample_log2
   rows = []
   for i in np.argsort(-d["usage"], kind="stable"):
     l, k = d["entries"][i]
     rows.append((d["names"][i], int(d["usage"][i]), 100 * d["usage"][i] / total,
                  " ".join(str(int(c)) for c in d["counts"][:, k]),
-                 median[k] * factor / data.fps if np.isfinite(median[k]) else float("nan"),
+                 mean_run[k] * factor if np.isfinite(mean_run[k]) else float("nan"),
                  d["labels"][i]))
   parts.append("<h3>All tokens</h3>" + H.table(
-      ["token", "uses", "%", "uses per level", "median run (s)", "label (strongest features)"],
+      ["token", "uses", "%", "uses per level", f"mean run (frames; one step = {factor})",
+       "label (strongest features)"],
       rows, scroll=True))
 
 

@@ -97,15 +97,15 @@ def longest_runs(run_table, top=3):
   return {int(table["code"][a]): table[a:min(b, a + top)] for a, b in zip(bounds[:-1], bounds[1:])}
 
 
-def median_run(run_table, codebook_size):
-  """Median run length (rows) of each code [K] (any level), NaN where a code never fires."""
+def mean_run(run_table, codebook_size):
+  """Mean run length (rows) of each code [K] (any level), NaN where a code never fires."""
   out = np.full(codebook_size, np.nan)
   order = np.argsort(run_table["code"], kind="stable")
   table = run_table[order]
   first = np.r_[0, np.nonzero(np.diff(table["code"]))[0] + 1]
   for a, b in zip(first, np.r_[first[1:], len(table)]):
     if b > a:
-      out[table["code"][a]] = np.median(table["length"][a:b])
+      out[table["code"][a]] = np.mean(table["length"][a:b])
   return out
 
 

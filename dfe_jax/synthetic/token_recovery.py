@@ -10,6 +10,8 @@ clusters (K = the codebook size) on the same normalised frames, averaged over ea
 frames, scored the same way, so both sides have the same number of clusters.
 """
 
+import dataclasses
+
 import numpy as np
 from sklearn import cluster
 from sklearn import metrics
@@ -57,11 +59,25 @@ def cluster_scores(cluster_N, label_N, num_displays):
   }
 
 
-def _corpus_steps(tokens, manifest, info):
-  """Per video (display [T, G], frame starts, frame ends) of its valid steps; the steps'
-  normalised frame means [N, F]; and the steps' rows in `tokens` [N]."""
+@dataclasses.dataclass(frozen=True)
+class CorpusSteps:
+  """The valid latent steps of a tokenized synthetic corpus, with their ground truth.
+
+  Per step (N): its row in the tokens file, subject, mean display activation [N, G], dominant
+  display label, and mean normalised frame [N, F]; per subject, its valid normalised frames.
+  """
+  rows_N: np.ndarray
+  subject_N: np.ndarray
+  activity_NG: np.ndarray
+  label_N: np.ndarray
+  means_NF: np.ndarray
+  frames_by_subject: dict
+
+
+def corpus_steps(tokens, manifest, info, threshold=0.25):
+  """Every valid latent step of `tokens` with the corpus's ground truth, normalised as the model
+  saw its frames (per subject, like ingest). `threshold` decides the dominant-display label."""
   rows = {r["video_id"]: r for r in ingest_lib.read_manifest(manifest)}
-  displays, means, keep_rows = [], [], []
   by_subject = {}
   for v, vid in enumerate(tokens["video_id"]):
     vid = str(vid)
@@ -69,29 +85,34 @@ def _corpus_steps(tokens, manifest, info):
       raise ValueError(f"{manifest}: has no video {vid!r} of the tokens")
     by_subject.setdefault(rows[vid]["subject_id"], []).append((v, vid))
   fps = float(info["fps"])
+  keep_rows, subjects, activity, labels, means, frames = [], [], [], [], [], {}
   for subject, videos in by_subject.items():
     group, display = [], []
     for v, vid in videos:
       row = rows[vid]
       data = outputs.load_npz(row["path"])
       if "display" not in data:
-        raise ValueError(f"{row['path']}: no 'display' array; token recovery needs the "
+        raise ValueError(f"{row['path']}: no 'display' array; display recovery needs the "
                          "synthetic corpus (python -m dfe_jax.synth)")
       video = ingest_lib.load_and_resample(row, fps)
-      source = video["source_fps"]
       d, _ = ingest_lib.resample(data["display"].astype(np.float32), np.ones(
-          len(data["display"]), bool), source, fps)
+          len(data["display"]), bool), video["source_fps"], fps)
       group.append(tokenize_lib.VideoInput(vid, subject, video["features"], video["valid"]))
       display.append(d)
     normalised, _ = tokenize_lib.normalize_subject_videos(info, group)
+    frames[subject] = np.concatenate([x[g.valid] for x, g in zip(normalised, group)])
     for (v, _), x, d in zip(videos, normalised, display):
       rows_v = slice(int(tokens["offset"][v]), int(tokens["offset"][v + 1]))
-      start, end = tokens["frame_start"][rows_v], tokens["frame_end"][rows_v]
       valid = tokens["valid"][rows_v]
-      displays.append((d, start[valid], end[valid]))
-      means.append(step_means(x, start[valid], end[valid]))
+      start, end = tokens["frame_start"][rows_v][valid], tokens["frame_end"][rows_v][valid]
+      activity.append(step_means(d, start, end))
+      labels.append(step_labels(d, start, end, threshold))
+      means.append(step_means(x, start, end))
       keep_rows.append(np.arange(rows_v.start, rows_v.stop)[valid])
-  return displays, np.concatenate(means), np.concatenate(keep_rows)
+      subjects.append(np.full(int(valid.sum()), subject, dtype=object))
+  return CorpusSteps(np.concatenate(keep_rows), np.concatenate(subjects),
+                     np.concatenate(activity), np.concatenate(labels), np.concatenate(means),
+                     frames)
 
 
 def token_recovery_report(tokens_path, manifest, info, codebook_size=None, *, threshold=0.25,
@@ -99,10 +120,10 @@ def token_recovery_report(tokens_path, manifest, info, codebook_size=None, *, th
   """NMI and per-display precision of the tokens and of the k-means baseline (module doc)."""
   tokens = tokenize_lib.read_tokens(tokens_path)
   k = int(codebook_size or tokens["codebook_size"])
-  pieces, means_NF, rows_N = _corpus_steps(tokens, manifest, info)
-  label_N = np.concatenate([step_labels(d, s, e, threshold) for d, s, e in pieces])
-  num_displays = pieces[0][0].shape[1]
-  codes_NL = tokens["codes"][rows_N]
+  steps = corpus_steps(tokens, manifest, info, threshold)
+  label_N, means_NF = steps.label_N, steps.means_NF
+  num_displays = steps.activity_NG.shape[1]
+  codes_NL = tokens["codes"][steps.rows_N]
   kmeans = cluster.MiniBatchKMeans(n_clusters=min(k, len(means_NF)), random_state=seed,
                                    batch_size=4096, n_init=3)
   baseline = cluster_scores(kmeans.fit_predict(means_NF), label_N, num_displays)
@@ -121,7 +142,7 @@ def token_recovery_report(tokens_path, manifest, info, codebook_size=None, *, th
 
 
 def format_report(report):
-  """A small Markdown table of the report: tokens (level 0) against the k-means baseline."""
+  """A small Markdown table of the report: tokens (level 1) against the k-means baseline."""
   t, b = report["tokens"], report["kmeans"]
   lines = [
       f"Token recovery: {report['num_steps']} valid steps, {report['num_displays']} displays "
@@ -130,7 +151,7 @@ def format_report(report):
       "",
       "| clusters | NMI | NMI (active steps) | mean per-display precision |",
       "| --- | ---: | ---: | ---: |",
-      f"| DFE tokens (level 0) | {t['nmi']:.3f} | {t['nmi_active']:.3f} | "
+      f"| DFE tokens (level 1) | {t['nmi']:.3f} | {t['nmi_active']:.3f} | "
       f"{t['mean_precision']:.3f} |",
       f"| k-means, K clusters | {b['nmi']:.3f} | {b['nmi_active']:.3f} | "
       f"{b['mean_precision']:.3f} |",

@@ -43,16 +43,8 @@ class VideoInput:
 
 def normalize_subject_videos(info, videos):
   """Normalised features of one subject's videos, as ingest did (subject mean recomputed)."""
-  stats = info["normalization"]
-  std = np.asarray(stats["std"], np.float32)
-  if stats["mode"] == "subject":
-    moments = sum((normalization.Moments.of(v.features[v.valid]) for v in videos),
-                  normalization.Moments.zeros(std.shape[0]))
-    offset = moments.mean().astype(np.float32)
-  else:
-    offset = np.asarray(stats["mean"], np.float32)
-  return [np.where(v.valid[:, None], (v.features - offset) / std, 0.0).astype(np.float32)
-          for v in videos], offset
+  return normalization.normalize_subject_videos(
+      info["normalization"], [v.features for v in videos], [v.valid for v in videos])
 
 
 def denormalize(info, x_TF, subject_mean=None):
