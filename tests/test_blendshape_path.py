@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 from dfe_jax.data import ingest_lib
+from dfe_jax.formats import tokens as tokens_format
 from dfe_jax.reporting import report_lib
 from dfe_jax.tokenizer import tokenize_lib
 from dfe_jax.tokenizer import trained_model
@@ -111,7 +112,7 @@ def test_clips_to_tokens_and_report(tmp_path):
   summary = tokenize_lib.tokenize_videos(trained, str(features_dir / "manifest.csv"),
                                          str(tokens_dir))
   assert summary["num_videos"] == len(CLIPS)
-  tokens = tokenize_lib.read_tokens(str(tokens_dir))
+  tokens = tokens_format.read(str(tokens_dir))
   assert sorted(map(str, tokens["video_id"])) == sorted(CLIPS)
   q = config.model.quantizer
   assert tokens["codes"].shape[1] == q.num_levels

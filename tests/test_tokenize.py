@@ -14,6 +14,7 @@ import pytest
 
 from dfe_jax import models
 from dfe_jax.formats import outputs
+from dfe_jax.formats import tokens as tokens_format
 from dfe_jax.formats import video_files
 from dfe_jax.tokenizer import chunked_encoder
 from dfe_jax.tokenizer import export_lib
@@ -227,7 +228,7 @@ def test_split_into_numbered_files(trained, small_corpus, tmp_path):
   summary = tokenize_lib.tokenize_videos(trained, small_corpus, out, max_steps_per_file=300)
   assert len(summary["files"]) > 1
   assert os.path.basename(summary["files"][0]) == f"tokens-00000-of-{len(summary['files']):05d}.npz"
-  merged = tokenize_lib.read_tokens(out)
+  merged = tokens_format.read(out)
   assert len(merged["video_id"]) == 20 and merged["offset"][-1] == len(merged["codes"])
   assert not [n for n in os.listdir(out) if n.startswith(".staging")]
 

@@ -7,9 +7,6 @@ inside each training fold by the caller, never on test videos.
 
 import csv
 import dataclasses
-import glob
-import os
-import re
 
 import numpy as np
 from sklearn import cluster
@@ -17,13 +14,10 @@ from sklearn.feature_extraction import text as sklearn_text
 from sklearn import preprocessing
 
 from dfe_jax.formats import openface
-from dfe_jax.formats import outputs
+from dfe_jax.formats import tokens as tokens_format
 
 WEIGHTINGS = ("tfidf", "tf", "binary", "log")
 _PERCENTILES = (10, 50, 90)
-_SHARD = re.compile(r"^(?P<stem>.+)-(?P<index>\d{5})-of-(?P<count>\d{5})\.npz$")
-_TOKEN_ARRAYS = ("video_id", "offset", "codes", "valid", "codebook_size", "num_levels",
-                 "shared_codebook")
 
 
 class ProbeInputError(ValueError):
@@ -47,75 +41,20 @@ class Tokens:
     return slice(int(self.offset[video_index]), int(self.offset[video_index + 1]))
 
 
-def token_files(path):
-  """Resolves a tokens path (file, folder, or one shard of a set) to the list of files to read."""
-  if os.path.isdir(path):
-    single = os.path.join(path, "tokens.npz")
-    if os.path.exists(single):
-      return [single]
-    shards = sorted(glob.glob(os.path.join(path, "tokens-*-of-*.npz")))
-    if not shards:
-      raise ProbeInputError(f"{path}: no tokens.npz or tokens-NNNNN-of-NNNNN.npz inside")
-    path = shards[0]
-  match = _SHARD.match(os.path.basename(path))
-  if match:
-    folder, count = os.path.dirname(path), int(match.group("count"))
-    files = [os.path.join(folder, f"{match.group('stem')}-{i:05d}-of-{count:05d}.npz")
-             for i in range(count)]
-    missing = [f for f in files if not os.path.exists(f)]
-    if missing:
-      raise ProbeInputError(f"{missing[0]}: shard missing ({len(missing)} of {count} absent)")
-    return files
-  if not os.path.exists(path):
-    raise ProbeInputError(f"{path}: tokens file not found")
-  return [path]
-
-
-def _read_token_file(path, need_latents):
-  try:
-    arrays = outputs.load_npz(path)
-  except (outputs.UnreadableFileError, OSError) as e:
-    raise ProbeInputError(f"{path}: not a readable .npz tokens file") from e
-  for key in _TOKEN_ARRAYS + (("latents",) if need_latents else ()):
-    if key not in arrays:
-      hint = " (write it with tokenize --latents)" if key == "latents" else ""
-      raise ProbeInputError(f"{path}: missing array '{key}'{hint}")
-  codes = arrays["codes"]
-  if codes.ndim != 2 or len(arrays["offset"]) != len(arrays["video_id"]) + 1:
-    raise ProbeInputError(f"{path}: 'codes' must be [N, L] and 'offset' [V+1]")
-  if arrays["offset"][-1] != len(codes) or len(arrays["valid"]) != len(codes):
-    raise ProbeInputError(f"{path}: 'offset' ends at {arrays['offset'][-1]} but 'codes' has "
-                          f"{len(codes)} rows and 'valid' {len(arrays['valid'])}")
-  return arrays
-
-
 def load_tokens(path, need_latents=False):
-  """Reads tokens (one file or all shards), checking the arrays the probe relies on."""
-  files = token_files(path)
-  parts = [_read_token_file(f, need_latents) for f in files]
-  first = parts[0]
-  for f, part in zip(files[1:], parts[1:]):
-    for key in ("codebook_size", "num_levels", "shared_codebook"):
-      if part[key] != first[key]:
-        raise ProbeInputError(f"{f}: '{key}' differs from {files[0]}")
-  video_ids = np.concatenate([p["video_id"].astype(str) for p in parts])
-  if len(video_ids) == 0 or sum(len(p["codes"]) for p in parts) == 0:
+  """Reads tokens (one file or all shards) as `Tokens`; refuses an empty set."""
+  try:
+    data = tokens_format.read(path, need_latents)
+  except tokens_format.TokensError as e:
+    raise ProbeInputError(str(e)) from None
+  files = data["files"]
+  if len(data["video_id"]) == 0 or len(data["codes"]) == 0:
     raise ProbeInputError(f"{files[0]}: the tokens file is empty (no videos or no latent steps)")
-  unique, counts = np.unique(video_ids, return_counts=True)
-  if counts.max() > 1:
-    raise ProbeInputError(
-        f"{files[0]}: video_id '{unique[counts.argmax()]}' appears {counts.max()} times")
-  lengths = np.concatenate([np.diff(p["offset"]) for p in parts])
   return Tokens(
-      video_ids=video_ids,
-      offset=np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
-      codes=np.concatenate([p["codes"] for p in parts]).astype(np.int32),
-      valid=np.concatenate([p["valid"] for p in parts]).astype(bool),
-      codebook_size=int(first["codebook_size"]), num_levels=int(first["num_levels"]),
-      shared_codebook=bool(first["shared_codebook"]),
-      latents=(np.concatenate([p["latents"] for p in parts]).astype(np.float32)
-               if need_latents else None),
-      files=files)
+      video_ids=data["video_id"], offset=data["offset"], codes=data["codes"],
+      valid=data["valid"], codebook_size=int(data["codebook_size"]),
+      num_levels=int(data["num_levels"]), shared_codebook=bool(data["shared_codebook"]),
+      latents=data["latents"].astype(np.float32) if need_latents else None, files=files)
 
 
 def bag_of_words(tokens, token_rows, vocabulary, ngram_max, min_video_count):

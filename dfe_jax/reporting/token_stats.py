@@ -4,42 +4,19 @@ Everything here is NumPy over the tokens format of DESIGN.md ("Tokens"): `video_
 `offset` [V+1], `codes` [N, L] (-1 = skipped), `valid` [N], `frame_start`/`frame_end` [N].
 """
 
-import glob
-import os
-
 import numpy as np
 
-from dfe_jax.formats import outputs
+from dfe_jax.formats import tokens as tokens_format
 
 _RUN_DTYPE = [("level", "i4"), ("code", "i4"), ("video", "i4"), ("row", "i8"), ("length", "i8")]
-TOKEN_KEYS = ("video_id", "offset", "codes", "valid", "frame_start", "frame_end")
-
-
 def load_tokens(path):
-  """Reads `tokens.npz`, a folder holding it, or the shards `tokens-*-of-*.npz`, as one dict."""
-  if os.path.isdir(path):
-    files = sorted(glob.glob(os.path.join(path, "tokens-*-of-*.npz")))
-    files = files or [os.path.join(path, "tokens.npz")]
-  else:
-    files = sorted(glob.glob(path)) or [path]
-  parts = []
-  for f in files:
-    if not os.path.exists(f):
-      raise FileNotFoundError(f"{f}: tokens file not found")
-    data = outputs.load_npz(f)
-    missing = [k for k in TOKEN_KEYS if k not in data]
-    if missing:
-      raise ValueError(f"{f}: not a tokens file, lacks {', '.join(missing)}")
-    parts.append(data)
-  if len(parts) == 1:
-    return parts[0]
-  out = dict(parts[0])
-  for key in ("video_id", "codes", "valid", "frame_start", "frame_end"):
-    out[key] = np.concatenate([p[key] for p in parts])
-  sizes = np.cumsum([0] + [len(p["codes"]) for p in parts[:-1]])
-  out["offset"] = np.concatenate([parts[0]["offset"][:1]] +
-                                 [p["offset"][1:] + s for p, s in zip(parts, sizes)])
-  return out
+  """Reads a tokens set (`tokens.npz`, its folder, or numbered shards) as one dict."""
+  data = tokens_format.read(path)
+  missing = [k for k in tokens_format.ROW_ARRAYS if k not in data]
+  if missing:
+    raise tokens_format.TokensError(f"{data['files'][0]}: not a tokens file of dfe-tokenize, "
+                                    f"lacks {', '.join(missing)}")
+  return data
 
 
 def video_of_row(tokens):

@@ -23,10 +23,10 @@ import numpy as np
 
 from dfe_jax.data import ingest_lib
 from dfe_jax.formats import outputs
+from dfe_jax.formats import tokens as tokens_format
 from dfe_jax.synthetic import discovery
 from dfe_jax.synthetic import token_recovery
 from dfe_jax.tokenizer import code_effects
-from dfe_jax.tokenizer import tokenize_lib
 
 TOKENS = "DFE tokens"
 HELD_OUT_SPLITS = ("val", "test")
@@ -102,7 +102,7 @@ def evaluate(trained, tokens_path, manifest, split_of, *, threshold=0.25, seed=0
   `split_of` maps video ids to their ingest split; the training split's subjects give the
   frames every method is fitted on, the others the held-out steps.
   """
-  tokens = tokenize_lib.read_tokens(tokens_path)
+  tokens = tokens_format.read(tokens_path)
   steps = token_recovery.corpus_steps(tokens, manifest, trained.info, threshold)
   train_subjects = _train_subjects(tokens, manifest, split_of)
   if not train_subjects:

@@ -18,6 +18,7 @@ from sklearn import metrics
 
 from dfe_jax.data import ingest_lib
 from dfe_jax.formats import outputs
+from dfe_jax.formats import tokens as tokens_format
 from dfe_jax.tokenizer import tokenize_lib
 
 
@@ -118,7 +119,7 @@ def corpus_steps(tokens, manifest, info, threshold=0.25):
 def token_recovery_report(tokens_path, manifest, info, codebook_size=None, *, threshold=0.25,
                           seed=0):
   """NMI and per-display precision of the tokens and of the k-means baseline (module doc)."""
-  tokens = tokenize_lib.read_tokens(tokens_path)
+  tokens = tokens_format.read(tokens_path)
   k = int(codebook_size or tokens["codebook_size"])
   steps = corpus_steps(tokens, manifest, info, threshold)
   label_N, means_NF = steps.label_N, steps.means_NF

@@ -25,6 +25,7 @@ from dfe_jax.data import input_pipeline
 from dfe_jax.formats import filesystem
 from dfe_jax.formats import normalization
 from dfe_jax.formats import outputs
+from dfe_jax.formats import tokens
 from dfe_jax.formats import video_files
 from dfe_jax.tokenizer import chunked_encoder
 
@@ -165,9 +166,7 @@ class TokenWriter:
     lengths = [len(r["valid"]) for _, r in self.parts]
     arrays = {k: np.concatenate([r[k] for _, r in self.parts]) for k in self.parts[0][1]}
     path = os.path.join(self.staging, f"part-{len(self.files):05d}.npz")
-    outputs.save_npz(path, video_id=np.array([v for v, _ in self.parts]),
-                     offset=np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
-                     **arrays, **self.meta)
+    tokens.write(path, [v for v, _ in self.parts], lengths, arrays, self.meta)
     self.files.append(path)
     self.parts = []
 
@@ -175,8 +174,7 @@ class TokenWriter:
     """Moves the files into place (replacing earlier tokens) and writes `tokens_index.csv`."""
     self._flush()
     count = len(self.files)
-    names = (["tokens.npz"] if count == 1 else
-             [f"tokens-{i:05d}-of-{count:05d}.npz" for i in range(count)])
+    names = tokens.shard_names(count)
     for name in filesystem.listdir(self.output_dir):
       if name.startswith("tokens") and (name.endswith(".npz") or name == "tokens_index.csv"):
         filesystem.remove(os.path.join(self.output_dir, name))
@@ -275,31 +273,3 @@ def encode_video(trained, x_TF, valid_T=None, encoder=None):
   encoder = encoder or chunked_encoder.ChunkedEncoder(trained)
   valid_T = np.ones(len(x_TF), bool) if valid_T is None else np.asarray(valid_T, bool)
   return encoder.encode([(np.asarray(x_TF, np.float32), valid_T)])[0]
-
-
-def token_files(path):
-  """The tokens files of `path`: a tokens .npz, or a folder with tokens.npz or numbered files."""
-  if not filesystem.isdir(path):
-    if not filesystem.exists(path):
-      raise InputError(f"{path}: tokens file not found")
-    return [path]
-  names = sorted(filesystem.listdir(path))
-  if "tokens.npz" in names:
-    return [os.path.join(path, "tokens.npz")]
-  numbered = [os.path.join(path, n) for n in names if n.startswith("tokens-") and
-              n.endswith(".npz")]
-  if not numbered:
-    raise InputError(f"{path}: no tokens.npz or tokens-NNNNN-of-NNNNN.npz inside")
-  return numbered
-
-
-def read_tokens(path):
-  """All videos' tokens from `path` (one file or a numbered set) as one dict of arrays."""
-  parts = [outputs.load_npz(f) for f in token_files(path)]
-  merged = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]
-            if k not in ("offset", "codebook_size", "num_levels", "shared_codebook")}
-  lengths = np.concatenate([np.diff(p["offset"]) for p in parts])
-  merged["offset"] = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-  for k in ("codebook_size", "num_levels", "shared_codebook"):
-    merged[k] = parts[0][k]
-  return merged
