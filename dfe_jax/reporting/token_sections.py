@@ -219,11 +219,12 @@ def held_out(data):
   videos = (videos or list(data.videos.values())[-data.options.heldout_videos:])
   videos = videos[:data.options.heldout_videos]
   t, stats = data.trained, data.trained.info["normalization"]
-  forward = jax.jit(lambda x, m: t.model.apply(t.variables, x, m))
+  # The variables go in as an argument: closed over, XLA would constant-fold the whole model.
+  forward = jax.jit(t.model.apply)
   held = []
   for v in videos:
     offset, scale = normalization.offset_and_scale(stats, v.subject_id)
-    recon, aux = forward(jnp.asarray(v.x[None]), jnp.asarray(v.valid[None]))
+    recon, aux = forward(t.variables, jnp.asarray(v.x[None]), jnp.asarray(v.valid[None]))
     entry = dict(video=v, offset=offset, scale=scale,
                  recon=np.asarray(recon[0]) * scale + offset, prefix=None)
     if _q(data).kind == "rvq":
