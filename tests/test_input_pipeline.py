@@ -104,3 +104,27 @@ def test_missing_dataset_json_and_indivisible_batch_are_clear_errors(tmp_path):
     input_pipeline.load_info(str(tmp_path))
   with pytest.raises(ValueError, match="not divisible by the 8 devices"):
     device_batches.check_batch_size(12, device_mesh.make_mesh(8))
+
+
+def test_prefetched_batches_are_the_same_stream(small_shards):
+  """Two batches in flight on a background thread: the same batches in the same order."""
+  info = input_pipeline.load_info(small_shards)
+  mesh = device_mesh.make_mesh(8)
+  plain = device_batches.global_batches(_train(info, small_shards, batch=16), mesh, prefetch=0)
+  ahead = device_batches.global_batches(_train(info, small_shards, batch=16), mesh, prefetch=2)
+  for _ in range(6):
+    a, b = next(plain), next(ahead)
+    assert b["x"].sharding == a["x"].sharding
+    np.testing.assert_array_equal(np.asarray(a["x"]), np.asarray(b["x"]))
+    np.testing.assert_array_equal(np.asarray(a["mask"]), np.asarray(b["mask"]))
+
+
+def test_prefetch_raises_the_producers_error_in_order():
+  def items():
+    yield 1
+    yield 2
+    raise ValueError("bad record")
+  stream = device_batches.prefetched(items(), 2)
+  assert [next(stream), next(stream)] == [1, 2]
+  with pytest.raises(ValueError, match="bad record"):
+    next(stream)
