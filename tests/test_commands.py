@@ -120,7 +120,7 @@ def test_missing_checkpoint_is_one_line(tmp_path):
   workdir = tmp_path / "run"
   (workdir / "checkpoints").mkdir(parents=True)
   (workdir / "config.json").write_text('{"config": {}}')
-  (workdir / "dataset.json").write_text('{"num_features": 53}')
+  (workdir / "dataset.json").write_text('{"format_version": 1, "num_features": 53}')
   line = _one_line_error("export", f"--workdir={workdir}", f"--output={tmp_path / 'm.npz'}")
   assert "no checkpoint" in line and str(workdir / "checkpoints") in line
   assert not (tmp_path / "m.npz").exists()

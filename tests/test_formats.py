@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from dfe_jax.formats import dataset_info
 from dfe_jax.formats import tokens
 
 
@@ -59,3 +60,12 @@ def test_duplicate_videos_and_inconsistent_lengths_are_named(tmp_path):
     tokens.read(_write(tmp_path / "dup.npz", video_id=np.array(["a", "a"])))
   with pytest.raises(tokens.TokensError, match="bad.npz: 'offset' ends at 5"):
     tokens.read(_write(tmp_path / "bad.npz", offset=np.array([0, 2, 5], np.int64)))
+
+
+def test_dataset_json_of_an_unknown_version_stops_at_the_door(tmp_path):
+  (tmp_path / "dataset.json").write_text('{"format_version": 7}')
+  with pytest.raises(dataset_info.DatasetInfoError,
+                     match=r"dataset.json: dataset format_version 7; this dfe_jax reads 1 "):
+    dataset_info.read(str(tmp_path))
+  (tmp_path / "dataset.json").write_text('{"format_version": 1, "fps": 25}')
+  assert dataset_info.read(str(tmp_path / "dataset.json"))["fps"] == 25

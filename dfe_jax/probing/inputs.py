@@ -2,11 +2,11 @@
 
 import csv
 import dataclasses
-import json
 import os
 
 import numpy as np
 
+from dfe_jax.formats import dataset_info
 from dfe_jax.formats import filesystem
 from dfe_jax.formats import normalization
 from dfe_jax.formats import outputs
@@ -128,8 +128,7 @@ def read_dataset(path):
   """The tokenizer's `dataset.json` (normalisation statistics) and its videos' splits, from the
   `videos.csv` ingest wrote beside it: (stats, {video_id: split})."""
   try:
-    with filesystem.open(path) as f:
-      info = json.load(f)
+    info = dataset_info.read(path)
     with filesystem.open(os.path.join(os.path.dirname(path), "videos.csv")) as f:
       split_of = {r["video_id"]: r["split"] for r in csv.DictReader(f)}
   except (OSError, ValueError, KeyError) as e:

@@ -10,6 +10,7 @@ import ml_collections
 import orbax.checkpoint as ocp
 
 from dfe_jax import models
+from dfe_jax.formats import dataset_info
 from dfe_jax.formats import filesystem
 from dfe_jax.formats import outputs
 from dfe_jax.training import train_step
@@ -35,7 +36,7 @@ def _read_json(path):
 def load(workdir, step=None, best=False):
   """Restores the latest (or `step`, or the best) checkpoint of `workdir`."""
   config = ml_collections.ConfigDict(_read_json(os.path.join(workdir, "config.json"))["config"])
-  info = _read_json(os.path.join(workdir, "dataset.json"))
+  info = dataset_info.read(os.path.join(workdir, "dataset.json"))
   directory = os.path.join(outputs.absolute(workdir), "best" if best else "checkpoints")
   # Checked before Orbax opens the folder: its own error dumps every manager option.
   if not filesystem.isdir(directory) or not any(
