@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from dfe_jax.data import ingest_lib
+from dfe_jax.formats import normalization
 from dfe_jax.formats import outputs
 from dfe_jax.tokenizer import chunked_encoder
 from dfe_jax.tokenizer import export_lib
@@ -154,3 +155,22 @@ def test_numpy_matches_jax_for_quantizer_variants(changes):
   _assert_codes_equal_except_ties(tok, out, codes_jax, latents_jax)
   assert_close_f32(tok.decode(codes_jax), tokenize_lib.decode_codes(trained, codes_jax),
                    SMOKE_MODEL_RTOL)
+
+
+def test_numpy_tokenizer_normalises_as_the_formats_layer(exported):
+  """The NumPy tokenizer keeps its own copy of the normalisation (it is one copyable file); it
+  must compute what formats/normalization computes, in both modes."""
+  tok = numpy_tokenizer.NumpyTokenizer.load(exported)
+  rng = np.random.default_rng(0)
+  x = rng.normal(2.0, 3.0, (50, len(tok.feature_names))).astype(np.float32)
+  valid = rng.random(50) > 0.2
+  stats = {"mode": "global", "mean": tok.norm_mean.tolist(), "std": tok.norm_std.tolist()}
+  (expected,), _ = normalization.normalize_subject_videos(stats, [x], [valid])
+  np.testing.assert_array_equal(tok.normalize(x, valid), expected)  # Same float32 operations.
+  tok.norm_mode = "subject"
+  stats = {"mode": "subject", "mean": [0.0] * len(tok.norm_std), "std": tok.norm_std.tolist()}
+  (expected,), mean = normalization.normalize_subject_videos(stats, [x], [valid])
+  # The subject mean: float64 sums in both, one summed directly and one via moments, so the
+  # offsets agree to float64 rounding and the results to float32 rounding of (x - offset) / std.
+  assert_close_f32(tok.normalize(x, valid), expected, rtol=4 * 2.0 ** -24)
+  assert_close_f32(tok.normalize(x, valid, subject_mean=mean), expected, rtol=4 * 2.0 ** -24)
