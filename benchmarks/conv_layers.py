@@ -1,14 +1,14 @@
 """Every convolution of the reference model timed alone: forward, input and kernel gradient.
 
-  python -m benchmarks.conv_layers [--repeats=9]
+  python -m benchmarks.conv_layers [--repeats=9] [--conv_impl=auto]
 
-The layers are the `temporal_conv.Conv` calls of the reference model (`reference.config()`, as
-in `benchmarks.train_step`) at its global batch, recorded while the model initialises; the
-decoder's last upsampling conv and the conv after it run as one composed conv
-(`Conv.followed_by`), and are timed as one layer. Each
-distinct layer is timed alone, jitted, as three programs: the forward, the input gradient and
-the kernel (+ bias) gradient, each the median of `--repeats` calls on random data. FLOPs are
-counted as the reference counts them (2 x MACs of the conv as written, so the decoder's folded
+The layers are the `Conv` calls of the reference model (`reference.config()`, as in
+`benchmarks.train_step`) at its global batch with `--conv_impl`'s kernels, recorded while the
+model initialises; with the XLA:CPU kernels the decoder's last upsampling conv and the conv after
+it run as one composed conv (`Conv.followed_by`), and are timed as one layer. Each distinct layer
+is timed alone, jitted, as three programs: the forward, the input gradient and the kernel
+(+ bias) gradient, each the median of `--repeats` calls on random data. FLOPs are counted as the
+reference counts them (2 x MACs of the conv as written, so the XLA:CPU kernels' folded
 upsampling convs show what they save). The first conv's input gradient is not part of a train
 step (its input is the data) and is left out of the totals.
 
@@ -35,9 +35,12 @@ from benchmarks import timing
 
 from dfe_jax import models
 from dfe_jax.models import temporal_conv
+from dfe_jax.models import xla_cpu
 
 _REPEATS = flags.DEFINE_integer("repeats", 9, "Timed calls per pass (the median is kept).",
                                 lower_bound=1)
+_CONV_IMPL = flags.DEFINE_enum("conv_impl", "auto", models.CONV_IMPLS,
+                               "The kernels timed (config.model.conv_impl).")
 
 PASSES = ("forward", "input_grad", "kernel_grad")
 
@@ -80,22 +83,24 @@ def conv_flops(layer):
 
 
 class _Composed(nn.Module):
-  """A Layer with `then`: its conv followed by the plain one, composed as the decoder runs them."""
+  """A Layer with `then`: its conv followed by the plain one, composed as the XLA:CPU decoder runs
+  them."""
   layer: Layer
 
   @nn.compact
   def __call__(self, x_BTC):
     features, kernel_size = self.layer.then
-    first = temporal_conv.Conv(self.layer.features, self.layer.kernel_size, self.layer.stride,
-                               self.layer.dilation, self.layer.upsample)
-    return first.followed_by(temporal_conv.Conv(features, kernel_size), x_BTC)
+    first = xla_cpu.Conv(self.layer.features, self.layer.kernel_size, self.layer.stride,
+                         self.layer.dilation, self.layer.upsample)
+    return first.followed_by(xla_cpu.Conv(features, kernel_size), x_BTC)
 
 
-def time_layer(layer, repeats):
-  """{pass: seconds} of one layer alone."""
+def time_layer(layer, repeats, conv_impl="auto"):
+  """{pass: seconds} of one layer alone, on the kernels `conv_impl` names."""
+  conv_cls = models.conv_modules(models.resolve_conv_impl(conv_impl)).Conv
   conv = (_Composed(layer) if layer.then else
-          temporal_conv.Conv(layer.features, layer.kernel_size, layer.stride, layer.dilation,
-                             layer.upsample))
+          conv_cls(layer.features, layer.kernel_size, layer.stride, layer.dilation,
+                   layer.upsample))
   rng = np.random.default_rng(0)
   x = jnp.asarray(rng.standard_normal(layer.input_shape, np.float32))
   params = conv.init(jax.random.PRNGKey(0), x)
@@ -114,6 +119,7 @@ def time_layer(layer, repeats):
 def main(argv):
   del argv
   config = reference.config()
+  config.model.conv_impl = _CONV_IMPL.value
   layers = conv_layers(config.model, config.global_batch_size, config.window_frames)
   distinct = {layer._replace(name="") for layer in layers}
   gemm = peak.gemm_gflops()
@@ -124,7 +130,7 @@ def main(argv):
   for index, layer in enumerate(layers):
     key = layer._replace(name="")  # Layers of the same shape are timed once.
     if key not in timed:
-      timed[key] = time_layer(layer, _REPEATS.value)
+      timed[key] = time_layer(layer, _REPEATS.value, _CONV_IMPL.value)
     seconds, flops = timed[key], conv_flops(layer)
     row = {"name": layer.name, "input_shape": layer.input_shape, "features": layer.features,
            "kernel_size": layer.kernel_size, "stride": layer.stride, "dilation": layer.dilation,
@@ -151,6 +157,7 @@ def main(argv):
   print(json.dumps({
       "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
       "jax": jax.__version__, "backend": jax.default_backend(), "gemm_gflops": gemm,
+      "conv_impl": models.resolve_conv_impl(_CONV_IMPL.value),
       "batch": config.global_batch_size, "frames": config.window_frames,
       "totals_ms": {name: totals[name] * 1e3 for name in PASSES},
       "totals_gflops": {name: flops_total[name] / totals[name] / 1e9 for name in PASSES},

@@ -8,10 +8,10 @@ input; in the train step that is the previous conv's bias add and ReLU (`copy_bi
 a `benchmarks.train_step --trace_dir` trace). This times, at the reference step's [256, 32, 256]
 activations, that transpose alone and the whole kernel gradient x^T @ dy for four producers of x:
 an activation already stored (nothing to fuse), ReLU (a broadcast zero fused), bias + ReLU (a
-broadcast bias too, as in the step with `jax.nn.relu`), and the model's ReLU with no constant,
-`dfe_jax.models.activations.relu` (max(h, h - h)), which shows that the broadcasts, not the
-arithmetic, are what cost; and the matmul alone, on an operand already laid out
-[channels, batch x time]. Each program is jitted alone and timed as the median of
+broadcast bias too, as in the plain model's step with `jax.nn.relu`), and the XLA:CPU kernels'
+ReLU with no constant, `dfe_jax.models.xla_cpu.activations.relu` (max(h, h - h)), which shows
+that the broadcasts, not the arithmetic, are what cost; and the matmul alone, on an operand
+already laid out [channels, batch x time]. Each program is jitted alone and timed as the median of
 `--calls` calls. Prints a line per producer and one JSON line last.
 """
 
@@ -26,7 +26,7 @@ import numpy as np
 
 from benchmarks import timing
 
-from dfe_jax.models import activations
+from dfe_jax.models.xla_cpu import activations
 
 _CALLS = flags.DEFINE_integer("calls", 20, "Timed calls per program (the median is kept).",
                               lower_bound=1)

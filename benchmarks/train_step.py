@@ -7,9 +7,9 @@
 The reference configuration is `configs/rvq.py`'s default `config.model` and `config.loss`
 (53 features, 64-frame windows, global batch 256, width 256, 4x downsampling, residual stacks
 with dilations (9, 3, 1), code_dim 128, 6 levels sharing one 512-code EMA codebook, velocity
-loss): 4,545,973 parameters, the same as ../shared/bench/ref_torch/model.py. The step is the real
-one, jitted with the donated state and the shardings `train_lib` uses, after the k-means codebook
-initialisation, on four fixed random batches already on the device (input pipeline excluded).
+loss): 4,545,973 parameters, the same as ../shared/bench/ref_torch/model.py. The step is
+`benchmarks.jitted_step`'s: the real one, jitted as `train_lib` jits it, on four fixed random
+batches already on the device (input pipeline excluded), with `config.model.conv_impl` "auto".
 
 Each pair is one JAX round (`--steps` steps, timed from the first dispatch until the last
 state is ready) then one torch round in a worker process that runs bench.py's timed loop body
@@ -41,10 +41,9 @@ Where the step's time goes: `python -m benchmarks.conv_layers` times each conv's
 gradient and kernel gradient alone. On the 2-core hosts measured (AMD EPYC, Intel Xeon) the
 forward and input gradients run near the GEMM peak, while the kernel gradients (a matmul
 contracting over batch and time into a small output) run well below it and are a third to half of
-the step; `models/conv1d.py` and `models/activations.py` say what was done about them.
+the step; `dfe_jax/models/xla_cpu/` says what was done about them.
 """
 
-import functools
 import json
 import os
 import resource
@@ -56,16 +55,11 @@ import time
 from absl import app
 from absl import flags
 import jax
-import numpy as np
 
 from benchmarks import contention
+from benchmarks import jitted_step
 from benchmarks import peak
 from benchmarks import reference
-
-from dfe_jax import models
-from dfe_jax.formats import feature_spaces
-from dfe_jax.training import device_mesh
-from dfe_jax.training import train_step
 
 _PAIRS = flags.DEFINE_integer("pairs", 5, "Alternating JAX / torch rounds.")
 _STEPS = flags.DEFINE_integer("steps", 10, "Timed train steps per round (bench.py times 10).")
@@ -186,44 +180,17 @@ def main(argv):
     check_trace_dir(_TRACE_DIR.value)
   config = reference.config()
   batch_size, frames = config.global_batch_size, config.window_frames
-  feature_names = tuple(feature_spaces.FLAME53)
-  mesh = device_mesh.make_mesh()
-  replicated, data_sharding = device_mesh.replicated(mesh), device_mesh.data_sharding(mesh)
-
-  model = models.get_model(config.model)
-  optimizer = train_step.make_optimizer(config)
-  state = jax.jit(functools.partial(train_step.create_state, model, optimizer,
-                                    window_frames=frames, num_features=len(feature_names)),
-                  out_shardings=replicated)(jax.random.PRNGKey(config.seed))
-  num_params = sum(int(np.prod(p.shape)) for p in jax.tree.leaves(state.params))
-  rng = np.random.default_rng(0)
-  batches = [{"x": jax.device_put(rng.standard_normal((batch_size, frames, len(feature_names)),
-                                                      np.float32), data_sharding),
-              "mask": jax.device_put(np.ones((batch_size, frames), bool), data_sharding)}
-             for _ in range(4)]
-  state = jax.jit(functools.partial(train_step.init_codebooks, model),
-                  out_shardings=replicated)(state, batches[0])
-  # Exactly train_lib's step: donated state, replicated state, batch split over `data`.
-  step_fn = jax.jit(
-      functools.partial(train_step.train_step, model, optimizer, config.loss, feature_names),
-      in_shardings=(replicated, data_sharding), out_shardings=(replicated, replicated),
-      donate_argnums=0)
+  step = jitted_step.build(config)
+  num_params = step.num_params
   compile_start = time.perf_counter()
-  state, metrics = step_fn(state, batches[0])
-  jax.block_until_ready(metrics)
+  jax.block_until_ready(step.run(1))
   compile_seconds = time.perf_counter() - compile_start
-  for i in range(_WARMUP.value):
-    state, metrics = step_fn(state, batches[(i + 1) % 4])
-  jax.block_until_ready(metrics)
-  count = [_WARMUP.value + 1]
+  jax.block_until_ready(step.run(_WARMUP.value))
 
   def jax_round(steps):
-    nonlocal state, metrics
     start = time.perf_counter()
-    for _ in range(steps):
-      state, metrics = step_fn(state, batches[count[0] % 4])
-      count[0] += 1
-    jax.block_until_ready((state, metrics))
+    step.run(steps)
+    jax.block_until_ready((step.state, step.metrics))
     return time.perf_counter() - start
 
   forward_flops, train_flops = reference.analytic_flops_per_frame(config.model)
@@ -309,7 +276,7 @@ def main(argv):
       "torch_peak_rss_mb": torch_rss or None,
       "other_cores_all": busy, "other_cores_max": max(busy) if busy else None,
       "loadavg_start": load_start, "loadavg_end": os.getloadavg(),
-      "final_loss": float(metrics["train/loss/total"]),
+      "final_loss": float(step.metrics["train/loss/total"]),
   }
   print(f"train {fps:,.0f} frames/s | {train_flops:,.0f} FLOP/frame (3 x {forward_flops:,.0f}) | "
         f"{gflops:.1f} GFLOP/s | GEMM 2048^2 {gemm:.1f} GFLOP/s (median of {len(gemms)}) | "

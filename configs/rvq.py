@@ -15,8 +15,14 @@ docs/performance.md.
   code_dim                 D, encoder output / latent size
   width                    conv channels (transformer width for frame_transformer)
   downsample_log2          latent steps = frames / 2**downsample_log2 (0 for frame_transformer)
-  dtype                    compute dtype of encoder/decoder ("bfloat16" on TPU/GPU); the
-                           quantizer always runs in float32
+  dtype                    compute dtype of encoder/decoder: "float32" on CPU (XLA:CPU runs
+                           bfloat16 no faster), "bfloat16" on TPU and GPU. Parameters,
+                           optimizer state, the quantizer (codebook, EMA statistics, distances)
+                           and losses stay float32; tokenize and export run in float32
+  conv_impl                "auto" | "xla" | "xla_cpu": the temporal convs' kernels. "xla" is the
+                           plain model (XLA's conv gradients, cuDNN's on GPU); "xla_cpu" the
+                           XLA:CPU kernels of dfe_jax/models/xla_cpu/ (same parameters and maths);
+                           "auto" picks "xla_cpu" on the CPU backend, else "xla"
   prefix_metrics_in_train  also compute recon/prefix{l}_mse in train mode (L extra decoder passes)
   conv.kernel_size         stem, residual and output conv kernel
   conv.down_kernel         strided downsampling conv kernel (stride 2)
@@ -52,6 +58,7 @@ def model_config(smoke=False):
   model.width = 256
   model.downsample_log2 = 2
   model.dtype = "float32"
+  model.conv_impl = "auto"
   model.prefix_metrics_in_train = False
   model.conv = ml_collections.ConfigDict(
       dict(kernel_size=3, down_kernel=4, dilations=(9, 3, 1)))

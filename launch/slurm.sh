@@ -14,4 +14,6 @@ set -euo pipefail
 if [[ "${DFE_INSTALL:-0}" == 1 ]]; then
   srun --ntasks-per-node=1 pip install -q -e . "jax[cuda12]>=0.10,<0.11"
 fi
-srun --ntasks-per-node=1 python -m dfe_jax.train --distributed "$@"
+# bfloat16 compute is the recommended setting on GPUs (parameters and quantizer stay float32);
+# a later --config.model.dtype on the command line overrides it.
+srun --ntasks-per-node=1 python -m dfe_jax.train --distributed --config.model.dtype=bfloat16 "$@"

@@ -26,4 +26,5 @@ run_all "set -e; if [ ! -d dfe_jax ]; then git clone $REPO_URL dfe_jax; fi; \
   cd dfe_jax && git fetch -q && git checkout -q $REPO_REF && \
   pip install -q -e . 'jax[tpu]>=0.10,<0.11'"
 args=$(printf ' %q' "$@")
-run_all "cd dfe_jax && DFE_DISTRIBUTED=1 python -m dfe_jax.train$args"
+# bfloat16 compute is the recommended setting on TPUs (parameters and quantizer stay float32).
+run_all "cd dfe_jax && DFE_DISTRIBUTED=1 python -m dfe_jax.train --config.model.dtype=bfloat16$args"

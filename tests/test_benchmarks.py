@@ -8,6 +8,7 @@ import jax
 import numpy as np
 import pytest
 
+from benchmarks import conv_impl_ab
 from benchmarks import conv_layers
 from benchmarks import fused_transposes
 from benchmarks import reference
@@ -43,6 +44,18 @@ def test_conv_layers_cover_every_conv_of_the_reference_model():
                / 2 ** config.model.downsample_log2)
   per_frame = sum(conv_layers.conv_flops(layer) for layer in layers) / (2 * config.window_frames)
   assert per_frame == forward - rvq_flops
+
+
+def test_conv_impl_ab_quick_times_both_steps_alternately_on_the_same_computation():
+  config = conv_impl_ab.quick_config()
+  result = conv_impl_ab.compare(config, "xla_cpu", "auto", rounds=2, round_steps=1,
+                                warmup_steps=0)
+  assert config.model.conv_impl == "auto"  # The caller's config is left as it was.
+  assert len(result["speed_ratio_all"]) == 2 and result["speed_ratio_median"] > 0
+  assert all(len(result[side]["seconds_per_step_all"]) == 2 for side in ("baseline", "candidate"))
+  # On CPU "auto" is the XLA:CPU kernels: the same program, so the same first step, bit for bit.
+  assert result["baseline"]["conv_impl"] == result["candidate"]["conv_impl"] == "xla_cpu"
+  assert result["baseline"]["first_loss"] == result["candidate"]["first_loss"]
 
 
 def test_conv_layers_times_all_three_passes_of_a_layer():

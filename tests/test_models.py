@@ -1,11 +1,16 @@
-"""The RVQ-VAE models: shapes, masks, encode/decode round trips, jit, sharding and the configs."""
+"""The RVQ-VAE models: shapes, masks, encode/decode round trips, jit, sharding, the configs, the
+XLA:CPU kernels against the plain model, and bfloat16 compute around a float32 quantizer."""
 
+import ast
 import importlib.util
 import os
+import pathlib
 
 import flax.linen as nn
 import jax
+from jax.extend import core as jax_core
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 from jax.sharding import NamedSharding
@@ -13,10 +18,13 @@ from jax.sharding import PartitionSpec as P
 
 from dfe_jax import models
 from dfe_jax.formats import feature_spaces
-from dfe_jax.models import activations
 from dfe_jax.models import conv1d
 from dfe_jax.models import temporal_conv
+from dfe_jax.models.xla_cpu import activations
+from dfe_jax.models.xla_cpu import conv1d as cpu_conv1d
+from dfe_jax.models.xla_cpu import temporal_conv as cpu_temporal_conv
 from dfe_jax.training import losses
+from dfe_jax.training import train_step
 from tolerances import SMOKE_MODEL_RTOL  # pylint: disable=g-bad-import-order
 from tolerances import assert_close_f32
 from tolerances import assert_codes_equal_except_ties
@@ -212,17 +220,65 @@ def test_continuous_baseline_has_latents_and_no_codes():
   assert bool(updates["vq_stats"]["quantizer"]["initialised"])
 
 
-def test_bfloat16_compute_keeps_quantizer_in_float32():
-  # A one-block model: bfloat16 convs are emulated (slow) on CPU.
-  model = models.get_model(
-      _tiny(**{"dtype": "bfloat16", "downsample_log2": 1, "conv.dilations": (1,)}).model)
+def _equations(jaxpr):
+  """Every equation of a jaxpr and of the jaxprs nested in its equations (jit, custom VJPs)."""
+  for eqn in jaxpr.eqns:
+    yield eqn
+    for param in eqn.params.values():
+      for sub in param if isinstance(param, (tuple, list)) else (param,):
+        if isinstance(sub, jax_core.ClosedJaxpr):
+          yield from _equations(sub.jaxpr)
+        elif isinstance(sub, jax_core.Jaxpr):
+          yield from _equations(sub)
+
+
+def test_bfloat16_training_keeps_state_and_quantizer_in_float32():
+  # The plain convs, as accelerators run bfloat16 (tests/test_bfloat16.py trains with "auto"); a
+  # one-block model with 40 codes, a size no other array of it has, so the products with the
+  # codebook are the matmuls with a 40-wide output.
+  config = _tiny(**{"dtype": "bfloat16", "conv_impl": "xla", "downsample_log2": 1,
+                    "conv.dilations": (1,), "quantizer.codebook_size": 40})
+  model = models.get_model(config.model)
+  optimizer = train_step.make_optimizer(config)
   x, mask = _data()
-  (recon, aux), updates = _init_fit_and_train(model, x, mask)
+  batch = {"x": x, "mask": mask}
+
+  def fit_and_train(rng):
+    state = train_step.create_state(model, optimizer, rng, window_frames=16, num_features=53)
+    state = train_step.init_codebooks(model, state, batch)
+    return train_step.train_step(model, optimizer, config.loss, feature_spaces.FLAME53, state,
+                                 batch)
+
+  state, metrics = jax.jit(fit_and_train)(jax.random.PRNGKey(0))
+  assert np.isfinite(float(metrics["train/loss/total"]))
+  assert bool(state.vq_stats["quantizer"]["initialised"])
+  # Parameters, Adam's moments, the codebook and its EMA statistics stay float32.
+  for leaf in jax.tree.leaves((state.params, state.opt_state, state.vq_stats)):
+    assert leaf.dtype in (jnp.float32, jnp.int32, jnp.bool_), leaf.dtype
+  (recon, aux), _ = jax.eval_shape(lambda v: model.apply(
+      v, x, mask, train=True, mutable=["vq_stats"], rngs={"vq": jax.random.PRNGKey(1)}),
+                                   {"params": state.params, "vq_stats": state.vq_stats})
   assert recon.dtype == jnp.float32 and aux["latents"].dtype == jnp.float32
-  for leaf in jax.tree.leaves(updates["vq_stats"]):
-    assert leaf.dtype in (jnp.float32, jnp.bool_)
-  assert bool(updates["vq_stats"]["quantizer"]["initialised"])
-  assert np.isfinite(float(aux["commit_loss"])) and np.all(np.isfinite(recon))
+  # The convs compute in bfloat16, and every product with the codebook (distances, k-means) is
+  # float32.
+  equations = list(_equations(jax.make_jaxpr(fit_and_train)(jax.random.PRNGKey(0)).jaxpr))
+  convs = [e for e in equations if e.primitive.name == "conv_general_dilated"]
+  assert convs and all(v.aval.dtype == jnp.bfloat16 for e in convs for v in e.invars)
+  with_codes = [e for e in equations if e.primitive.name == "dot_general"
+                and 40 in e.outvars[0].aval.shape]
+  assert with_codes and all(v.aval.dtype == jnp.float32 for e in with_codes for v in e.invars)
+
+
+def test_float32_override_computes_a_bfloat16_config_as_the_float32_model(conv):
+  config, _, x, mask, variables = conv
+  bf16 = ml_collections.ConfigDict(config.model.to_dict())
+  bf16.dtype = "bfloat16"
+  restored = models.get_model(bf16, dtype="float32")  # As the tokenizer restores a model.
+  assert restored.encoder.dtype == restored.decoder.dtype == jnp.float32
+  assert models.get_model(bf16).encoder.dtype == jnp.bfloat16
+  encode = lambda model: jax.jit(lambda v: model.apply(v, x, mask, method="encode"))(variables)
+  jax.tree.map(np.testing.assert_array_equal, encode(restored),
+               encode(models.get_model(config.model)))
 
 
 def test_encoder_gets_gradient_through_the_quantizer(conv):
@@ -254,6 +310,73 @@ def test_configs_build_and_describe_the_reference_model():
     models.get_model(bogus.model)
 
 
+def test_auto_picks_the_xla_cpu_kernels_on_the_cpu_backend_only():
+  assert models.resolve_conv_impl("auto", backend="cpu") == "xla_cpu"
+  for backend in ("gpu", "cuda", "rocm", "tpu"):
+    assert models.resolve_conv_impl("auto", backend=backend) == "xla"
+  for conv_impl in ("xla", "xla_cpu"):
+    assert models.resolve_conv_impl(conv_impl, backend="tpu") == conv_impl
+  with pytest.raises(ValueError, match="conv_impl must be one of"):
+    models.resolve_conv_impl("cudnn")
+  config = _tiny()
+  assert config.model.conv_impl == "auto" and jax.default_backend() == "cpu"
+  auto = models.get_model(config.model)
+  assert (type(auto.encoder), type(auto.decoder)) == (cpu_temporal_conv.Encoder,
+                                                      cpu_temporal_conv.Decoder)
+  config.model.conv_impl = "xla"
+  plain = models.get_model(config.model)
+  assert (type(plain.encoder), type(plain.decoder)) == (temporal_conv.Encoder,
+                                                        temporal_conv.Decoder)
+  # A config.json written before the field existed builds "auto".
+  older = ml_collections.ConfigDict(config.model.to_dict())
+  del older["conv_impl"]
+  assert type(models.get_model(older).encoder) is cpu_temporal_conv.Encoder
+  # Only the switch in models/__init__.py imports the CPU kernels.
+  package = pathlib.Path(models.__file__).parent
+  importers = sorted(
+      str(path.relative_to(package)) for path in package.rglob("*.py")
+      if "xla_cpu" not in path.parts for node in ast.walk(ast.parse(path.read_text()))
+      if isinstance(node, ast.ImportFrom) and node.module == "dfe_jax.models"
+      and any(alias.name == "xla_cpu" for alias in node.names))
+  assert importers == ["__init__.py"]
+
+
+@pytest.mark.parametrize("arg", [None, "smoke"], ids=["default", "smoke"])
+def test_xla_cpu_kernels_have_the_plain_models_parameters_values_and_gradients(arg):
+  config = _load_config("rvq", arg)
+  built = {}
+  for conv_impl in ("xla", "xla_cpu"):
+    config.model.conv_impl = conv_impl
+    built[conv_impl] = models.get_model(config.model)
+  x, mask = _data(batch=2, frames=32)
+  init = lambda model: jax.jit(lambda: model.init({"params": jax.random.PRNGKey(0)}, x, mask,
+                                                  train=True)["params"])()
+  params = init(built["xla"])
+  # Same names, shapes and initial values: a checkpoint of either restores into the other.
+  jax.tree.map(np.testing.assert_array_equal, init(built["xla_cpu"]), params)
+  cotangent = jax.random.normal(jax.random.PRNGKey(1), x.shape)
+
+  def autoencode_and_pull_back(model):
+    """Encoder then decoder and the gradients of <recon, cotangent>; the quantizer is the same
+    code in both and left out, as its argmin turns a rounding difference into another code."""
+    def recon(params, x):
+      return model.apply({"params": params}, x, mask,
+                         method=lambda m, x, mask: m.decoder(m.encoder(x, mask)))
+
+    def run(params, x):
+      y, pullback = jax.vjp(recon, params, x)
+      return y, pullback(cotangent)
+    return jax.jit(run)(params, x)
+
+  # A chain of one sum per conv (the longest over 3 taps x max(width, features) channels), one
+  # more for the kernel gradients' sums and one for the composed decoder kernel.
+  num_convs = sum(1 for path, _ in jax.tree_util.tree_leaves_with_path(params)
+                  if path[-1].key == "kernel")
+  rtol = f32_rtol(config.model.conv.kernel_size * max(config.model.width, 53), num_convs + 2)
+  assert_tree_close_f32(autoencode_and_pull_back(built["xla_cpu"]),
+                        autoencode_and_pull_back(built["xla"]), rtol)
+
+
 def test_relu_equals_jax_nn_relu_in_values_and_gradients():
   x = jnp.concatenate([jnp.array([-2.0, -0.0, 0.0, 1e-30, 3.0, jnp.nan]),
                        jax.random.normal(jax.random.PRNGKey(0), (64,))])
@@ -268,14 +391,16 @@ def test_relu_equals_jax_nn_relu_in_values_and_gradients():
   assert np.isnan(activations.relu(jnp.inf)) and np.isnan(activations.relu(-jnp.inf))
 
 
+@pytest.mark.parametrize("conv_cls", [temporal_conv.Conv, cpu_temporal_conv.Conv],
+                         ids=["xla", "xla_cpu"])
 @pytest.mark.parametrize("kernel_size,stride,dilation,upsample,frames", [
     (3, 1, 1, 1, 9), (3, 1, 3, 1, 9), (1, 1, 1, 1, 9),  # plain, dilated, pointwise
     (4, 2, 1, 1, 12), (4, 2, 1, 1, 13), (3, 2, 1, 1, 9), (5, 3, 1, 1, 10),  # strided
     (3, 1, 1, 2, 7), (5, 1, 1, 2, 7), (3, 1, 1, 3, 7)])  # upsampled
-def test_conv_equals_flax_conv_in_values_and_gradients(kernel_size, stride, dilation, upsample,
-                                                       frames):
+def test_conv_equals_flax_conv_in_values_and_gradients(conv_cls, kernel_size, stride, dilation,
+                                                       upsample, frames):
   h = jax.random.normal(jax.random.PRNGKey(0), (2, frames, 6))
-  ours = temporal_conv.Conv(5, kernel_size, stride, dilation, upsample)
+  ours = conv_cls(5, kernel_size, stride, dilation, upsample)
   pad = conv1d.same_padding(kernel_size, dilation, stride)
   flax_conv = nn.Conv(5, (kernel_size,), strides=(stride,), kernel_dilation=(dilation,),
                       padding=(pad,))
@@ -311,10 +436,10 @@ def test_upsample_conv_then_conv_is_one_conv_in_values_and_gradients(up_kernel_s
           jax.random.normal(keys[2], (5,)), jax.random.normal(keys[3], (kernel_size, 5, 4)))
 
   def two_convs(x, up_kernel, up_bias, kernel):
-    return conv1d.conv1d(conv1d.upsample_conv1d(x, up_kernel, factor) + up_bias, kernel)
+    return cpu_conv1d.conv1d(cpu_conv1d.upsample_conv1d(x, up_kernel, factor) + up_bias, kernel)
 
   def composed(x, up_kernel, up_bias, kernel):
-    return conv1d.upsample_conv1d_then_conv1d(x, up_kernel, up_bias, kernel, factor)
+    return cpu_conv1d.upsample_conv1d_then_conv1d(x, up_kernel, up_bias, kernel, factor)
 
   def value_and_grads(fn):
     return jax.value_and_grad(lambda *a: jnp.sum(jnp.sin(fn(*a))), argnums=(0, 1, 2, 3))(*args)
@@ -330,7 +455,7 @@ class _UpsampleThenConv(nn.Module):
 
   @nn.compact
   def __call__(self, x_BTC):
-    upsample, conv = temporal_conv.Conv(5, 3, upsample=2), temporal_conv.Conv(4, 3)
+    upsample, conv = cpu_temporal_conv.Conv(5, 3, upsample=2), cpu_temporal_conv.Conv(4, 3)
     return upsample.followed_by(conv, x_BTC) if self.compose else conv(upsample(x_BTC))
 
 
@@ -342,4 +467,4 @@ def test_followed_by_keeps_both_convs_parameters_and_their_result():
   assert_close_f32(_UpsampleThenConv(compose=True).apply(params, x),
                    _UpsampleThenConv(compose=False).apply(params, x), f32_rtol(64, depth=2))
   with pytest.raises(ValueError, match="composes an upsampling Conv"):
-    temporal_conv.Conv(5, 3).followed_by(temporal_conv.Conv(4, 3), x)
+    cpu_temporal_conv.Conv(5, 3).followed_by(cpu_temporal_conv.Conv(4, 3), x)

@@ -2,10 +2,12 @@
 
 Keys read (see configs/rvq.py for defaults and meaning): `name` ("temporal_conv" |
 "frame_transformer"), `feature_dim`, `code_dim`, `width`, `downsample_log2`, `dtype`,
+`conv_impl` ("auto" | "xla" | "xla_cpu"; absent in older configs, read as "auto"),
 `prefix_metrics_in_train`, `conv.*`, `transformer.*` and `quantizer.*` with `quantizer.kind`
 ("rvq" | "none").
 """
 
+import jax
 import jax.numpy as jnp
 
 from dfe_jax.models import frame_transformer
@@ -16,7 +18,30 @@ from dfe_jax.models.quantizer import usage_metrics_from_counts
 from dfe_jax.models.rvq_vae import Model
 from dfe_jax.models.rvq_vae import init_codebooks
 
-__all__ = ["get_model", "get_quantizer", "init_codebooks", "usage_metrics_from_counts", "Model"]
+__all__ = ["CONV_IMPLS", "conv_modules", "get_model", "get_quantizer", "init_codebooks",
+           "resolve_conv_impl", "usage_metrics_from_counts", "Model"]
+
+CONV_IMPLS = ("auto", "xla", "xla_cpu")
+
+
+def resolve_conv_impl(conv_impl, backend=None):
+  """The kernels `config.model.conv_impl` names: "auto" is "xla_cpu" on the CPU backend, else "xla".
+
+  `backend` defaults to `jax.default_backend()`, the platform the model will be compiled for.
+  """
+  if conv_impl not in CONV_IMPLS:
+    raise ValueError(f"config.model.conv_impl must be one of {CONV_IMPLS}, got {conv_impl!r}")
+  if conv_impl == "auto":
+    return "xla_cpu" if (backend or jax.default_backend()) == "cpu" else "xla"
+  return conv_impl
+
+
+def conv_modules(conv_impl):
+  """The module holding `Conv`, `ResStack`, `Encoder` and `Decoder` for "xla" or "xla_cpu"."""
+  if conv_impl == "xla_cpu":
+    from dfe_jax.models import xla_cpu  # pylint: disable=g-import-not-at-top
+    return xla_cpu
+  return temporal_conv
 
 
 def get_quantizer(quantizer_config, code_dim):
@@ -37,16 +62,22 @@ def get_quantizer(quantizer_config, code_dim):
       dropout_per_example=q.dropout_mode == "example", ortho_active_only=q.ortho_active_only)
 
 
-def get_model(model_config):
-  """Builds `rvq_vae.Model` (a Linen module) from `config.model`."""
+def get_model(model_config, dtype=None):
+  """Builds `rvq_vae.Model` (a Linen module) from `config.model`.
+
+  `dtype` overrides `config.model.dtype`, the encoder's and decoder's compute dtype: a model
+  restored to tokenize gets "float32", so its codes do not depend on the dtype it trained in.
+  """
   c = model_config
-  dtype = jnp.dtype(c.dtype)
+  dtype = jnp.dtype(dtype or c.dtype)
+  conv_impl = resolve_conv_impl(c.get("conv_impl", "auto"))
   if c.name == "temporal_conv":
-    encoder = temporal_conv.Encoder(
+    conv = conv_modules(conv_impl)
+    encoder = conv.Encoder(
         code_dim=c.code_dim, width=c.width, downsample_log2=c.downsample_log2,
         dilations=tuple(c.conv.dilations), kernel_size=c.conv.kernel_size,
         down_kernel=c.conv.down_kernel, dtype=dtype)
-    decoder = temporal_conv.Decoder(
+    decoder = conv.Decoder(
         feature_dim=c.feature_dim, width=c.width, downsample_log2=c.downsample_log2,
         dilations=tuple(c.conv.dilations), kernel_size=c.conv.kernel_size, dtype=dtype)
     downsample_log2 = c.downsample_log2

@@ -9,19 +9,17 @@ Shape legend: B batch, T frames (a multiple of 2**downsample_log2), S = T / 2**d
 latent steps, F feature_dim, W width, D code_dim.
 
 Every conv is `Conv`: `nn.Conv`'s parameters, initialisers and `Conv_<i>` names (so checkpoints,
-`chunked_encoder` and `numpy_tokenizer` read the same weights), computed by `conv1d.py`, which
-folds the decoder's upsampling into its conv, composes the last upsampling conv with the conv
-after it (`Conv.followed_by`), and gives the strided convs a cheaper gradient. The ReLUs are
-`activations.relu` (`jax.nn.relu`'s values and gradient) so that the kernel gradients' transposes
-read stored activations.
+`chunked_encoder` and `numpy_tokenizer` read the same weights) over `lax.conv_general_dilated`
+with XLA's own gradients. `config.model.conv_impl` may swap in the XLA:CPU kernels of
+`models/xla_cpu/`, which compute the same model with the same parameters.
 """
 
 from typing import Sequence
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
-from dfe_jax.models import activations
 from dfe_jax.models import conv1d
 
 
@@ -51,28 +49,8 @@ class Conv(nn.Module):
     kernel, bias = self.weights(x_BTC.shape[-1])
     x_BTC = x_BTC.astype(self.dtype)
     if self.upsample > 1:
-      y = conv1d.upsample_conv1d(x_BTC, kernel, self.upsample)
-    elif self.stride > 1:
-      y = conv1d.strided_conv1d(x_BTC, kernel, self.stride)
-    else:
-      y = conv1d.conv1d(x_BTC, kernel, self.dilation)
-    return y + bias
-
-  def followed_by(self, conv, x_BTC):
-    """`conv(self(x))` for this upsampling conv and a plain `conv`, computed as one conv of x.
-
-    Nothing lies between the two, so `conv1d.upsample_conv1d_then_conv1d` composes them: 40%
-    fewer FLOPs than the two convs for k=3 and x2, with both modules' own parameters.
-    """
-    if self.upsample < 2 or (conv.stride, conv.dilation, conv.upsample) != (1, 1, 1):
-      raise ValueError(f"followed_by composes an upsampling Conv with a plain stride-1 one, not "
-                       f"upsample={self.upsample} with stride={conv.stride}, "
-                       f"dilation={conv.dilation}, upsample={conv.upsample}")
-    up_kernel, up_bias = self.weights(x_BTC.shape[-1])
-    kernel, bias = conv.weights(self.features)
-    y = conv1d.upsample_conv1d_then_conv1d(x_BTC.astype(self.dtype), up_kernel, up_bias,
-                                           kernel.astype(self.dtype), self.upsample)
-    return y + bias.astype(self.dtype)
+      x_BTC = jnp.repeat(x_BTC, self.upsample, axis=1)  # Nearest-neighbour upsampling.
+    return conv1d.conv1d(x_BTC, kernel, self.dilation, self.stride) + bias
 
 
 class ResStack(nn.Module):
@@ -86,8 +64,8 @@ class ResStack(nn.Module):
   def __call__(self, h_BTW):
     for dilation in self.dilations:
       r_BTW = Conv(self.width, self.kernel_size, dilation=dilation, dtype=self.dtype)(
-          activations.relu(h_BTW))
-      h_BTW = h_BTW + Conv(self.width, 1, dtype=self.dtype)(activations.relu(r_BTW))
+          jax.nn.relu(h_BTW))
+      h_BTW = h_BTW + Conv(self.width, 1, dtype=self.dtype)(jax.nn.relu(r_BTW))
     return h_BTW
 
 
@@ -104,7 +82,7 @@ class Encoder(nn.Module):
   @nn.compact
   def __call__(self, x_BTF, mask_BT):
     h = jnp.where(mask_BT[..., None], x_BTF, 0.0).astype(self.dtype)
-    h = activations.relu(Conv(self.width, self.kernel_size, dtype=self.dtype)(h))
+    h = jax.nn.relu(Conv(self.width, self.kernel_size, dtype=self.dtype)(h))
     for _ in range(self.downsample_log2):
       h = Conv(self.width, self.down_kernel, stride=2, dtype=self.dtype)(h)
       h = ResStack(self.width, self.dilations, self.kernel_size, self.dtype)(h)
@@ -123,15 +101,10 @@ class Decoder(nn.Module):
   @nn.compact
   def __call__(self, z_BSD):
     h = Conv(self.width, self.kernel_size, dtype=self.dtype)(z_BSD.astype(self.dtype))
-    h = activations.relu(h)
-    upsamples = [Conv(self.width, self.kernel_size, upsample=2, dtype=self.dtype)
-                 for _ in range(self.downsample_log2)]
-    conv = Conv(self.width, self.kernel_size, dtype=self.dtype)
-    for stage, upsample in enumerate(upsamples):
+    h = jax.nn.relu(h)
+    for _ in range(self.downsample_log2):
       h = ResStack(self.width, self.dilations, self.kernel_size, self.dtype)(h)
-      if stage < len(upsamples) - 1:
-        h = upsample(h)
-    # The last upsampling conv feeds `conv` directly: the two are one conv.
-    h = activations.relu(upsamples[-1].followed_by(conv, h) if upsamples else conv(h))
+      h = Conv(self.width, self.kernel_size, upsample=2, dtype=self.dtype)(h)
+    h = jax.nn.relu(Conv(self.width, self.kernel_size, dtype=self.dtype)(h))
     h = Conv(self.feature_dim, self.kernel_size, dtype=self.dtype)(h)
     return h.astype(jnp.float32)

@@ -47,7 +47,7 @@ def load(workdir, step=None, best=False):
   step = manager.latest_step() if step is None else step
   if step is None or step not in manager.all_steps():
     raise FileNotFoundError(f"{directory}: no checkpoint" + (f" at step {step}" if step else ""))
-  model = models.get_model(config.model)
+  model = models.get_model(config.model, dtype="float32")  # Tokenize and export: float32.
   abstract = jax.eval_shape(functools.partial(
       train_step.create_state, model, train_step.make_optimizer(config),
       window_frames=config.window_frames, num_features=info["num_features"]),
