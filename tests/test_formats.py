@@ -1,5 +1,7 @@
 """The formats layer: each format's one reader checks versions at the door and names the file."""
 
+import pathlib
+
 import numpy as np
 import pytest
 
@@ -69,3 +71,29 @@ def test_dataset_json_of_an_unknown_version_stops_at_the_door(tmp_path):
     dataset_info.read(str(tmp_path))
   (tmp_path / "dataset.json").write_text('{"format_version": 1, "fps": 25}')
   assert dataset_info.read(str(tmp_path / "dataset.json"))["fps"] == 25
+
+
+LEGACY = pathlib.Path(__file__).resolve().parent / "data" / "legacy_c10fd6b"
+
+
+def test_files_from_before_the_layout_change_restore_and_tokenize_the_same(tmp_path):
+  """A checkpoint, model.npz and tokens written by dfe_jax at c10fd6b open with today's code,
+  and today's tokenizer gives that run's codes (except float ties, tests/tolerances.py)."""
+  # Imported here: the rest of this file checks the formats layer without JAX.
+  from dfe_jax.tokenizer import numpy_tokenizer  # pylint: disable=g-import-not-at-top
+  from dfe_jax.tokenizer import tokenize_lib  # pylint: disable=g-import-not-at-top
+  from dfe_jax.tokenizer import trained_model  # pylint: disable=g-import-not-at-top
+  from tolerances import assert_codes_equal_except_ties  # pylint: disable=g-import-not-at-top
+  trained = trained_model.load(str(LEGACY / "run"))
+  assert trained.step == 2
+  tokenize_lib.tokenize_videos(trained, str(LEGACY / "corpus" / "manifest.csv"),
+                               str(tmp_path / "tokens"), latents=True)
+  today, before = tokens.read(str(tmp_path / "tokens")), tokens.read(str(LEGACY / "tokens"))
+  assert list(today["video_id"]) == list(before["video_id"])
+  np.testing.assert_array_equal(today["offset"], before["offset"])
+  np.testing.assert_array_equal(today["valid"], before["valid"])
+  exported = numpy_tokenizer.NumpyTokenizer.load(str(LEGACY / "model.npz"))
+  valid = today["valid"]
+  assert_codes_equal_except_ties(before["codes"][valid], today["codes"][valid],
+                                 today["latents"][valid], today["latents"][valid],
+                                 exported.codebooks_CKE, cosine=exported.cosine)
