@@ -3,7 +3,7 @@
 import setuptools
 
 COMMANDS = ("synth", "ingest", "train", "tokenize", "export", "discover", "probe", "report",
-            "extract", "demo")
+            "extract", "demo", "ablate")
 
 setuptools.setup(
     name="dfe_jax",
@@ -28,6 +28,11 @@ setuptools.setup(
         "scikit-learn>=1.5,<2",
         "numpy>=1.26,<3",
         "matplotlib>=3.8,<4",
+        # Extract and ingest run as Beam pipelines (DirectRunner here, Dataflow/Flink/Spark at
+        # scale); TFDS reads the shards; crc32c frames TFRecords without loading TensorFlow.
+        "apache-beam>=2.70,<3",
+        "tensorflow-datasets>=4.9.9,<5",
+        "google-crc32c>=1.5,<2",
     ],
     extras_require={
         "test": ["pytest>=8,<10", "pytest-xdist>=3.6,<4"],

@@ -4,9 +4,12 @@
   python -m dfe_jax.ingest --manifest=/tmp/dfe_features/manifest.csv ...
 
 Needs `pip install -e '.[video]'` and `face_landmarker.task` (see dfe_jax/video/landmarker_asset.py).
-Exits non-zero when any video failed; the others are still written.
+Runs as a Beam pipeline on this machine's cores, or on a cluster with `--beam_pipeline_options`
+(launch/dataflow_extract.sh). Exits non-zero when any video failed; the others are still
+written, and `failures.csv` beside the manifest lists the failures and why.
 """
 
+import logging as std_logging
 import sys
 
 from absl import app
@@ -48,16 +51,30 @@ _MIN_TRACKING = flags.DEFINE_float("min_tracking_confidence", 0.5,
                                    "FaceLandmarker tracking threshold.")
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Redo videos whose .npz exists.")
 _NUM_PROCESSES = flags.DEFINE_integer(
-    "num_processes", 1, "Videos extracted at once; one process uses about one core.",
-    lower_bound=1)
+    "num_processes", 0, "Videos extracted at once (Beam DirectRunner workers; each keeps about "
+    "one core busy): 0 = one per core, 1 = in this process.", lower_bound=0)
+_BEAM_OPTIONS = flags.DEFINE_string(
+    "beam_pipeline_options", "", "Beam pipeline options, as Beam's flags "
+    "(\"--runner=DataflowRunner --project=P ...\") or TFDS's comma form "
+    "(\"runner=DataflowRunner,project=P\"); they win over --num_processes.")
+
+
+class _QuietBeamImport(std_logging.Filter):
+  """Drops the warning Beam logs at import on machines without Google's BigQuery client."""
+
+  def filter(self, record):
+    return "apitools not found" not in record.getMessage()
 
 
 def main(argv):
   """Parses flags, extracts every video, exits 1 if any failed."""
-  # Imported after flag parsing, so that `--help` answers without loading JAX or TensorFlow.
-  from dfe_jax.video import extract_lib  # pylint: disable=g-import-not-at-top
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  std_logging.getLogger().addFilter(_QuietBeamImport())
+  std_logging.getLogger("apache_beam").setLevel(std_logging.ERROR)
+  # Imported after flag parsing, so that `--help` answers without loading JAX or TensorFlow.
+  from dfe_jax.data import beam_options  # pylint: disable=g-import-not-at-top
+  from dfe_jax.video import extract_lib  # pylint: disable=g-import-not-at-top
   options = extract_lib.Options(
       landmarks=_LANDMARKS.value, head_rotation=_HEAD_ROTATION.value,
       max_frames=_MAX_FRAMES.value, max_faces=_MAX_FACES.value, follow=_FOLLOW.value,
@@ -66,8 +83,10 @@ def main(argv):
       min_tracking_confidence=_MIN_TRACKING.value, overwrite=_OVERWRITE.value)
   try:
     entries = extract_lib.read_entries(_VIDEOS.value)
-    outcomes = extract_lib.extract_all(entries, _OUTPUT_DIR.value, _MODEL_ASSET.value, options,
-                                       _NUM_PROCESSES.value)
+    outcomes = extract_lib.extract_all(
+        entries, _OUTPUT_DIR.value, _MODEL_ASSET.value, options,
+        pipeline_options=beam_options.pipeline_options(
+            beam_options.parse(_BEAM_OPTIONS.value), _NUM_PROCESSES.value))
   except (ValueError, ImportError, OSError) as e:
     startup.fail("extract", e)
   if any(o.status == "failed" for o in outcomes):

@@ -374,11 +374,17 @@ def test_batch_goes_on_past_a_corrupt_file_and_skips_existing(tmp_path):
   assert rows == [{"video_id": "single_face", "subject_id": "s1",
                    "path": "single_face.npz",
                    "video_path": str(MEDIA / "single_face.mp4"), "split": "test"}]
+  # The failures table beside the manifest: one row naming the video and why, on one line.
+  with open(out / extract_lib.FAILURES_FILE, newline="") as f:
+    failures = list(csv.DictReader(f))
+  assert [(r["video_id"], r["video_path"]) for r in failures] == [("corrupt", str(corrupt))]
+  assert "cannot open" in failures[0]["error"] and "\n" not in failures[0]["error"]
   stamp = (out / "single_face.npz").stat().st_mtime_ns
   again = extract_lib.extract_all(extract_lib.read_entries(str(manifest))[1:], out, MODEL,
                                   options)
   assert again[0].status == "skipped"
   assert (out / "single_face.npz").stat().st_mtime_ns == stamp
+  assert (out / extract_lib.FAILURES_FILE).read_text().strip() == "video_id,video_path,error"
   with np.load(out / "single_face.npz") as data:
     assert data["valid"].shape == (8,)
 
@@ -414,15 +420,22 @@ def test_cli_face_mode_error_is_one_line(tmp_path):
 
 
 @needs_media
-def test_parallel_processes_give_the_same_outputs(tmp_path):
+@pytest.mark.parametrize("mode", ["multi_threading", "multi_processing"])
+def test_two_pipeline_workers_give_the_same_outputs_as_one(tmp_path, mode):
+  from apache_beam.options import pipeline_options  # pylint: disable=g-import-not-at-top
   entries = extract_lib.read_entries(f"{MEDIA / 'single_face.mp4'},{MEDIA / 'no_face.mp4'}")
   options = extract_lib.Options(max_frames=4)
-  serial = extract_lib.extract_all(entries, tmp_path / "serial", MODEL, options)
-  parallel = extract_lib.extract_all(entries, tmp_path / "parallel", MODEL, options,
-                                     num_processes=2)
+  serial = extract_lib.extract_all(entries, tmp_path / "serial", MODEL, options, num_processes=1)
+  parallel = extract_lib.extract_all(
+      entries, tmp_path / "parallel", MODEL, options,
+      pipeline_options=pipeline_options.PipelineOptions(
+          runner="DirectRunner", direct_num_workers=2, direct_running_mode=mode))
   assert [o.status for o in parallel] == ["extracted", "extracted"]
   assert [o.valid_frames for o in parallel] == [o.valid_frames for o in serial] == [4, 0]
   for name in ("single_face.npz", "no_face.npz"):
     with np.load(tmp_path / "serial" / name) as a, np.load(tmp_path / "parallel" / name) as b:
-      np.testing.assert_allclose(a["features"], b["features"], atol=1e-5)
+      # The same MediaPipe graph on the same frames, in another thread or process.
+      np.testing.assert_array_equal(a["features"], b["features"])
+  assert ((tmp_path / "parallel" / "manifest.csv").read_text()
+          == (tmp_path / "serial" / "manifest.csv").read_text())
   assert (tmp_path / "parallel" / "manifest.csv").read_text().count("\n") == 3

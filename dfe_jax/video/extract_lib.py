@@ -8,8 +8,11 @@ optionally `landmarks` float32 [T, 478, 3] (MediaPipe's normalised x, y in [0, 1
 and relative depth z), `jitter` (`jitter.frame_jitter` of the blendshapes: median frame-to-frame
 mean |Δ|) and `extractor` (versions, model hash, face mode). Frames without a face are zeros with
 `valid=False`. A `manifest.csv` beside them feeds `python -m dfe_jax.ingest`.
-A video that cannot be opened or yields no frame fails alone (the batch goes on); one that
-stops early (truncated) is kept with a warning naming decoded vs declared frame counts.
+A video that cannot be opened or yields no frame fails alone (the batch goes on, and
+`failures.csv` beside the manifest lists it with the reason); one that stops early (truncated)
+is kept with a warning naming decoded vs declared frame counts. `extract_all` runs the videos
+as an Apache Beam pipeline (`extract_pipeline`): on this machine's cores by default, or on
+Dataflow, Flink or Spark through Beam's options.
 
 One face (`max_faces=1`, the default): FaceLandmarker's own VIDEO-mode tracking follows the face
 (it re-runs its face detector only when the face is lost), so the output equals a direct
@@ -18,31 +21,36 @@ looks for further faces on every frame, so its crop is re-detected each frame an
 are noisier (about twice the jitter); `face_tracking` keeps the one person `follow` names.
 """
 
-import concurrent.futures
 import contextlib
 import csv
 import dataclasses
 import glob
 import importlib.abc
 import importlib.metadata
+import io
+import json
 import math
-import multiprocessing
 import os
 import pathlib
+import shutil
 import sys
 import tempfile
 import time
+import uuid
 
 from absl import logging
 import numpy as np
 
 from dfe_jax.formats import feature_spaces
+from dfe_jax.formats import filesystem
+from dfe_jax.formats import outputs
 from dfe_jax.video import action_units
 from dfe_jax.video import face_tracking
 from dfe_jax.video import jitter
 from dfe_jax.video import landmarker_asset
 
 HEAD_ROTATION_NAMES = ("head_pitch", "head_yaw", "head_roll")
+FAILURES_FILE = "failures.csv"
 NUM_LANDMARKS = 478
 MANIFEST_COLUMNS = ("video_id", "subject_id", "path", "video_path")
 FOLLOW_COLUMN = "follow"  # Input manifest only: the face to keep in this video (Options.follow).
@@ -89,6 +97,16 @@ class Outcome:
   jitter: float = float("nan")
   error: str = ""
 
+  def to_json(self):
+    """A JSON-able dict (the pipeline hands outcomes to the launcher as a file)."""
+    return {**dataclasses.asdict(self), "entry": {**dataclasses.asdict(self.entry),
+                                                  "extra": [list(kv) for kv in self.entry.extra]}}
+
+  @classmethod
+  def from_json(cls, d):
+    entry = VideoEntry(**{**d["entry"], "extra": tuple(tuple(kv) for kv in d["entry"]["extra"])})
+    return cls(**{**d, "entry": entry})
+
 
 def read_entries(spec):
   """Lists the videos named by a `.csv` manifest or comma-separated paths/globs."""
@@ -118,7 +136,9 @@ def _entries_from_manifest(manifest):
   base = os.path.dirname(os.path.abspath(manifest))
   entries = []
   for line, row in enumerate(rows, 2):
-    video_path = os.path.join(base, os.path.expanduser(row[column]))
+    video_path = row[column]
+    if not filesystem.is_remote(video_path):  # gs:// videos are copied to each worker's disk.
+      video_path = os.path.abspath(os.path.join(base, os.path.expanduser(video_path)))
     video_id = row.get("video_id") or pathlib.Path(video_path).stem
     extra = tuple((k, v) for k, v in row.items()
                   if k not in MANIFEST_COLUMNS + (FOLLOW_COLUMN,) and k is not None)
@@ -126,8 +146,8 @@ def _entries_from_manifest(manifest):
     if follow and follow not in face_tracking.FOLLOW:
       raise ValueError(f"{manifest} line {line}: follow={follow!r}, expected one of "
                        f"{', '.join(face_tracking.FOLLOW)} (or empty)")
-    entries.append(VideoEntry(video_id, row.get("subject_id") or video_id,
-                              os.path.abspath(video_path), extra, follow))
+    entries.append(VideoEntry(video_id, row.get("subject_id") or video_id, video_path, extra,
+                              follow))
   _check_unique(entries)
   return entries
 
@@ -175,7 +195,7 @@ class _HideTensorFlow(importlib.abc.MetaPathFinder):
     return None
 
 
-def _import_mediapipe():
+def import_mediapipe():
   """Imports mediapipe's Tasks API (without TensorFlow), or says how to install it."""
   hide = None if "tensorflow" in sys.modules else _HideTensorFlow()
   if hide:
@@ -196,7 +216,7 @@ def _import_mediapipe():
 @contextlib.contextmanager
 def open_landmarker(model_path, options):
   """Yields a VIDEO-mode FaceLandmarker, closed on exit (its __del__ is unreliable at exit)."""
-  _, base_options, vision = _import_mediapipe()
+  _, base_options, vision = import_mediapipe()
   landmarker_options = vision.FaceLandmarkerOptions(
       base_options=base_options(model_asset_path=str(model_path)),
       running_mode=vision.RunningMode.VIDEO,
@@ -250,7 +270,7 @@ def extract_video(path, model_path, options=Options(), label=""):
   """Runs FaceLandmarker over one video; returns the arrays of its .npz (see module doc)."""
   import cv2  # pylint: disable=g-import-not-at-top
   check_face_mode(options, path)
-  mp, _, _ = _import_mediapipe()
+  mp, _, _ = import_mediapipe()
   capture, fps, declared = _open_video(path)
   limit = options.max_frames if options.max_frames > 0 else None
   total = min(declared, limit) if limit and declared else (declared or limit or 0)
@@ -340,6 +360,9 @@ def _extractor_string(model_path, options):
 
 def write_npz_atomic(path, arrays):
   """Writes arrays to `path` through a temporary file in the same directory, then renames."""
+  if filesystem.is_remote(path):
+    outputs.save_npz(str(path), **arrays)
+    return
   path = pathlib.Path(path)
   fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".npz.tmp")
   try:
@@ -352,41 +375,69 @@ def write_npz_atomic(path, arrays):
     raise
 
 
+def _write_csv(path, header, rows):
+  """Writes a CSV atomically (local or gs://)."""
+  buffer = io.StringIO()
+  writer = csv.writer(buffer)
+  writer.writerow(header)
+  writer.writerows(rows)
+  with outputs.atomic_open(str(path), "w") as f:
+    f.write(buffer.getvalue())
+  return path
+
+
 def write_manifest(output_dir, outcomes):
   """Writes `manifest.csv` (ingest's input) for every video that has an output file."""
   rows = [o for o in outcomes if o.status in ("extracted", "skipped")]
   extra_columns = list(dict.fromkeys(k for o in rows for k, _ in o.entry.extra))
-  path = pathlib.Path(output_dir) / "manifest.csv"
-  fd, tmp = tempfile.mkstemp(dir=output_dir, prefix=".manifest.", suffix=".csv.tmp")
-  with os.fdopen(fd, "w", newline="") as f:
-    writer = csv.writer(f)
-    writer.writerow(MANIFEST_COLUMNS + tuple(extra_columns))
-    for o in rows:
-      extra = dict(o.entry.extra)
-      # `path` is relative to the manifest (ingest resolves it so), so output_dir can move.
-      writer.writerow([o.entry.video_id, o.entry.subject_id, pathlib.Path(o.output).name,
-                       o.entry.video_path]
-                      + [extra.get(c, "") for c in extra_columns])
-  os.replace(tmp, path)
-  return path
+  # `path` is relative to the manifest (ingest resolves it so), so output_dir can move.
+  return _write_csv(
+      os.path.join(output_dir, "manifest.csv"), MANIFEST_COLUMNS + tuple(extra_columns),
+      [[o.entry.video_id, o.entry.subject_id, os.path.basename(o.output), o.entry.video_path]
+       + [dict(o.entry.extra).get(c, "") for c in extra_columns] for o in rows])
 
 
-def _extract_one(entry, out, model_path, options, label):
+def write_failures(output_dir, outcomes):
+  """Writes `failures.csv`: this run's failed videos and why (only the header when none)."""
+  return _write_csv(os.path.join(output_dir, FAILURES_FILE), ("video_id", "video_path", "error"),
+                    [[o.entry.video_id, o.entry.video_path, o.error] for o in outcomes
+                     if o.status == "failed"])
+
+
+@contextlib.contextmanager
+def _local_copy(path):
+  """`path` itself, or for a gs:// video a local copy (OpenCV reads local files only)."""
+  if not filesystem.is_remote(path):
+    yield path
+    return
+  fd, local = tempfile.mkstemp(suffix=os.path.splitext(path)[1])
+  try:
+    with os.fdopen(fd, "wb") as f, filesystem.open(path, "rb") as source:
+      shutil.copyfileobj(source, f)
+    yield local
+  finally:
+    os.unlink(local)
+
+
+def extract_one(entry, out, model_path, options, label):
   """Extracts and writes one video; returns its Outcome (failures are caught and described)."""
   outcome = Outcome(entry, "failed", output=str(out))
-  if out.exists() and not options.overwrite:
+  if filesystem.exists(str(out)) and not options.overwrite:
     outcome.status = "skipped"
     logging.info("%s %s exists; skipped (--overwrite to redo)", label, out)
     return outcome
   start = time.monotonic()
+  local = entry.video_path
   try:
-    arrays = extract_video(entry.video_path, model_path, options_for(entry, options), label)
+    with _local_copy(entry.video_path) as local:
+      arrays = extract_video(local, model_path, options_for(entry, options), label)
   except VideoError as e:
-    outcome.error = str(e)
+    outcome.error = str(e).replace(local, entry.video_path)
   except Exception as e:  # pylint: disable=broad-except
     # One bad video (a decoder or MediaPipe error) must not stop a long batch.
     outcome.error = f"{entry.video_path}: {type(e).__name__}: {e}"
   if outcome.error:
+    outcome.error = " ".join(outcome.error.split())  # One line, whatever the library said.
     logging.error("%s FAILED: %s", label, outcome.error)
     return outcome
   outcome.seconds = time.monotonic() - start
@@ -402,42 +453,76 @@ def _extract_one(entry, out, model_path, options, label):
   return outcome
 
 
-def _init_worker(verbosity):
-  """Gives spawned workers the parent's log level (absl defaults to WARNING outside app.run)."""
-  logging.use_absl_handler()
-  logging.set_verbosity(verbosity)
-  _import_mediapipe()
+def _direct_options(num_processes):
+  """Beam's DirectRunner on `num_processes` threads (0: one per core; 1: in this process).
 
-
-def extract_all(entries, output_dir, model_asset=None, options=Options(), num_processes=1):
-  """Extracts every video into `output_dir`, going on past failures; returns the outcomes.
-
-  One process keeps about one core busy (FaceLandmarker runs a frame at a time), so
-  `num_processes` > 1 extracts that many videos at once, each worker with its own landmarker.
+  Threads share the work: MediaPipe's C calls and OpenCV's decoding release the GIL.
   """
+  from apache_beam.options import pipeline_options  # pylint: disable=g-import-not-at-top
+  workers = num_processes if num_processes > 0 else (os.cpu_count() or 1)
+  return pipeline_options.PipelineOptions(
+      runner="DirectRunner", direct_num_workers=workers,
+      direct_running_mode="in_memory" if workers == 1 else "multi_threading")
+
+
+def _local_workers(pipeline_options):
+  """Workers of a multi-worker DirectRunner (which splits work statically), else 0."""
+  o = pipeline_options.get_all_options()
+  if (o.get("runner") or "DirectRunner") not in ("DirectRunner", "direct"):
+    return 0
+  workers = o.get("direct_num_workers")
+  workers = 1 if workers is None else workers
+  return workers if workers > 0 else (os.cpu_count() or 1)
+
+
+def _declared_frames(entry):
+  """The frame count a local video's container declares (1 for remote or unreadable ones)."""
+  if filesystem.is_remote(entry.video_path):
+    return 1
+  try:
+    capture, _, declared = _open_video(entry.video_path)
+  except VideoError:
+    return 1
+  capture.release()
+  return max(declared, 1)
+
+
+def extract_all(entries, output_dir, model_asset=None, options=Options(), num_processes=0,
+                pipeline_options=None):
+  """Extracts every video into `output_dir` with the Beam pipeline, going on past failures.
+
+  Returns the outcomes in `entries` order; writes `manifest.csv` and `failures.csv`. Without
+  `pipeline_options` it runs on Beam's DirectRunner with `num_processes` workers (0: one per
+  core). One worker keeps about one core busy (FaceLandmarker runs a frame at a time).
+  """
+  import apache_beam as beam  # pylint: disable=g-import-not-at-top
+  from dfe_jax.video import extract_pipeline  # pylint: disable=g-import-not-at-top
   for entry in entries:
     options_for(entry, options)  # A face mode that cannot work fails before any video.
   model_path = landmarker_asset.resolve(model_asset)
   # Import up front: a missing install fails before any work, and the import (mediapipe pulls
   # in TensorFlow when it is installed) is not charged to the first video's frames/s.
-  _import_mediapipe()
-  output_dir = pathlib.Path(output_dir)
-  output_dir.mkdir(parents=True, exist_ok=True)
-  logging.info("model %s; %d videos -> %s (%d process%s)", model_path, len(entries), output_dir,
-               num_processes, "es" if num_processes > 1 else "")
-  jobs = [(entry, output_dir / f"{entry.video_id}.npz", model_path, options,
-           f"[{k}/{len(entries)}] {entry.video_id}:") for k, entry in enumerate(entries, 1)]
+  import_mediapipe()
+  output_dir = str(output_dir)
+  filesystem.makedirs(output_dir)
+  logging.info("model %s; %d videos -> %s", model_path, len(entries), output_dir)
+  result_file = os.path.join(output_dir, f".extract-{uuid.uuid4().hex[:8]}.json")
   start = time.monotonic()
-  if num_processes > 1 and len(jobs) > 1:
-    # Spawn, not fork: the parent may hold TensorFlow/MediaPipe threads that fork would break.
-    context = multiprocessing.get_context("spawn")
-    with concurrent.futures.ProcessPoolExecutor(
-        min(num_processes, len(jobs)), mp_context=context, initializer=_init_worker,
-        initargs=(logging.get_verbosity(),)) as pool:
-      outcomes = list(pool.map(_extract_one, *zip(*jobs)))
-  else:
-    outcomes = [_extract_one(*job) for job in jobs]
-  write_manifest(output_dir, outcomes)
+  pipeline_options = pipeline_options or _direct_options(num_processes)
+  # The DirectRunner hands each worker a fixed share of the work: balance the shares by frames.
+  workers = _local_workers(pipeline_options)
+  groups = (extract_pipeline.balanced_groups([_declared_frames(e) for e in entries], workers)
+            if workers > 1 else list(range(len(entries))))
+  try:
+    with beam.Pipeline(options=pipeline_options) as p:
+      extract_pipeline.build(p, entries, output_dir,
+                             None if model_asset is None else str(model_asset), options,
+                             result_file, groups)
+    with filesystem.open(result_file) as f:
+      outcomes = [Outcome.from_json(d) for d in json.load(f)]
+  finally:
+    if filesystem.exists(result_file):
+      filesystem.remove(result_file)
   log_summary(outcomes, output_dir, time.monotonic() - start)
   return outcomes
 
@@ -451,6 +536,9 @@ def log_summary(outcomes, output_dir, wall_seconds):
                "%.1f s (%.1f frames/s); manifest %s", len(done),
                sum(o.status == "skipped" for o in outcomes), len(failed), len(outcomes),
                frames, wall_seconds, frames / wall_seconds if wall_seconds else 0.0,
-               pathlib.Path(output_dir) / "manifest.csv")
+               os.path.join(output_dir, "manifest.csv"))
   for o in failed:
     logging.error("failed: %s", o.error)
+  if failed:
+    logging.error("%d failed video(s) listed in %s", len(failed),
+                  os.path.join(output_dir, FAILURES_FILE))
