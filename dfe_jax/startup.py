@@ -22,7 +22,8 @@ class _LibraryNoiseFilter(std_logging.Filter):
   looking for backends on a CPU or GPU machine.
   """
 
-  _MESSAGES = ("is read only", "read_only=True", "Unable to initialize backend 'tpu'")
+  _MESSAGES = ("is read only", "read_only=True", "Unable to initialize backend 'tpu'",
+               "apitools not found")
 
   def filter(self, record):
     if f"{os.sep}orbax{os.sep}" in record.pathname and record.levelno < std_logging.ERROR:
@@ -45,8 +46,10 @@ def configure():
   os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
   noise = _LibraryNoiseFilter()
   logging.get_absl_handler().addFilter(noise)
-  for name in ("absl", "jax._src.xla_bridge", "orbax"):
+  for name in ("absl", "jax._src.xla_bridge", "orbax", "apache_beam"):
     std_logging.getLogger(name).addFilter(noise)
+  # Beam's DirectRunner logs its plumbing at INFO and WARNING; its errors still show.
+  std_logging.getLogger("apache_beam").setLevel(std_logging.ERROR)
 
 
 def fail(command, error):
