@@ -23,6 +23,9 @@ docs/performance.md.
                            plain model (XLA's conv gradients, cuDNN's on GPU); "xla_cpu" the
                            XLA:CPU kernels of dfe_jax/models/xla_cpu/ (same parameters and maths);
                            "auto" picks "xla_cpu" on the CPU backend, else "xla"
+  decoder                  "network" (the default when absent: the model's own decoder) |
+                           "additive" (dfe_jax/models/additive_decoder.py: frames = W sum_l c_{k_l},
+                           a token is a deformation; configs/ablation.py's `additive` variants)
   prefix_metrics_in_train  also compute recon/prefix{l}_mse in train mode (L extra decoder passes)
   conv.kernel_size         stem, residual and output conv kernel
   conv.down_kernel         strided downsampling conv kernel (stride 2)

@@ -12,7 +12,7 @@ import probe_fixtures
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 COMMANDS = ("synth", "extract", "ingest", "train", "tokenize", "export", "discover", "probe",
-            "report", "demo")
+            "report", "demo", "ablate")
 HEAVY = ("jax", "tensorflow", "flax", "optax", "orbax")
 
 

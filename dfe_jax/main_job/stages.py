@@ -25,33 +25,49 @@ from dfe_jax.tokenizer import trained_model
 from dfe_jax.training import train_lib
 
 
-class _Stages:
+class Stages:
   """Runs named stages, skipping finished ones, and records how long each took."""
 
-  def __init__(self):
+  def __init__(self, job="demo"):
+    self.job = job  # Names the job in its log lines.
     self.seconds = {}
 
   def run(self, name, done_marker, fn):
     if os.path.exists(done_marker):
-      logging.info("demo: %s already done (%s)", name, done_marker)
+      logging.info("%s: %s already done (%s)", self.job, name, done_marker)
       self.seconds[name] = 0.0
       return
-    logging.info("demo: %s ...", name)
+    logging.info("%s: %s ...", self.job, name)
     start = time.time()
     fn()
     self.seconds[name] = time.time() - start
-    logging.info("demo: %s took %.0f s", name, self.seconds[name])
+    logging.info("%s: %s took %.0f s", self.job, name, self.seconds[name])
 
 
-def _train(config, data_dir, workdir):
+def train(config, data_dir, workdir):
+  """Trains `config` on the shards in `data_dir` into `workdir` (resuming from its checkpoint)."""
   config = config.copy_and_resolve_references()
   with config.unlocked():
     config.data_dir = data_dir
   train_lib.train_and_evaluate(config, workdir)
 
 
-def _finished_training(workdir, config):
+def finished_training(workdir, config):
+  """The checkpoint folder whose existence says that training `config` in `workdir` finished."""
   return os.path.join(workdir, "checkpoints", str(config.total_steps))
+
+
+def make_corpus(stages, corpus_dir, shards_dir, num_subjects=48, video_seconds=60.0):
+  """The synthetic corpus (default CorpusSpec but for its size) and its subject-normalised
+  shards, each made unless complete; returns the manifest path."""
+  manifest = os.path.join(corpus_dir, "manifest.csv")
+  spec = synth_lib.CorpusSpec(num_subjects=num_subjects, video_seconds=video_seconds)
+  stages.run("synth", manifest,
+             lambda: synth_lib.write_corpus(spec, corpus_dir, overwrite=True, num_workers=2))
+  stages.run("ingest", os.path.join(shards_dir, "dataset.json"),
+             lambda: ingest_lib.ingest(manifest, shards_dir, ingest_lib.IngestOptions(
+                 normalize="subject", overwrite=True)))
+  return manifest
 
 
 def run_demo(out, rvq_config, continuous_config, probe_config, num_subjects=48,
@@ -60,19 +76,13 @@ def run_demo(out, rvq_config, continuous_config, probe_config, num_subjects=48,
   paths = {name: os.path.join(out, name) for name in (
       "corpus", "shards", "train", "train_continuous", "tokens", "tokens_continuous",
       "discovery", "probe", "report")}
-  manifest = os.path.join(paths["corpus"], "manifest.csv")
-  stages = _Stages()
-  spec = synth_lib.CorpusSpec(num_subjects=num_subjects, video_seconds=video_seconds)
-  stages.run("synth", manifest,
-             lambda: synth_lib.write_corpus(spec, paths["corpus"], overwrite=True, num_workers=2))
-  stages.run("ingest", os.path.join(paths["shards"], "dataset.json"),
-             lambda: ingest_lib.ingest(manifest, paths["shards"], ingest_lib.IngestOptions(
-                 normalize="subject", overwrite=True)))
-  stages.run("train", _finished_training(paths["train"], rvq_config),
-             lambda: _train(rvq_config, paths["shards"], paths["train"]))
-  stages.run("train_continuous", _finished_training(paths["train_continuous"],
+  stages = Stages()
+  manifest = make_corpus(stages, paths["corpus"], paths["shards"], num_subjects, video_seconds)
+  stages.run("train", finished_training(paths["train"], rvq_config),
+             lambda: train(rvq_config, paths["shards"], paths["train"]))
+  stages.run("train_continuous", finished_training(paths["train_continuous"],
                                                     continuous_config),
-             lambda: _train(continuous_config, paths["shards"], paths["train_continuous"]))
+             lambda: train(continuous_config, paths["shards"], paths["train_continuous"]))
   trained = trained_model.load(paths["train"])
   stages.run("tokenize", os.path.join(paths["tokens"], "tokens_index.csv"),
              lambda: tokenize_lib.tokenize_videos(trained, manifest, paths["tokens"],

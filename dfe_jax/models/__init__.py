@@ -3,13 +3,15 @@
 Keys read (see configs/rvq.py for defaults and meaning): `name` ("temporal_conv" |
 "frame_transformer"), `feature_dim`, `code_dim`, `width`, `downsample_log2`, `dtype`,
 `conv_impl` ("auto" | "xla" | "xla_cpu"; absent in older configs, read as "auto"),
-`prefix_metrics_in_train`, `conv.*`, `transformer.*` and `quantizer.*` with `quantizer.kind`
-("rvq" | "none").
+`decoder` ("network": the model's own decoder | "additive": `additive_decoder`, linear in the
+summed codes; absent in older configs, read as "network"), `prefix_metrics_in_train`,
+`conv.*`, `transformer.*` and `quantizer.*` with `quantizer.kind` ("rvq" | "none").
 """
 
 import jax
 import jax.numpy as jnp
 
+from dfe_jax.models import additive_decoder
 from dfe_jax.models import frame_transformer
 from dfe_jax.models import residual_vq
 from dfe_jax.models import rvq_vae
@@ -93,6 +95,13 @@ def get_model(model_config, dtype=None):
   else:
     raise ValueError(
         f"config.model.name must be 'temporal_conv' or 'frame_transformer', got {c.name!r}")
+  decoder_kind = c.get("decoder", "network")
+  if decoder_kind == "additive":
+    decoder = additive_decoder.Decoder(feature_dim=c.feature_dim,
+                                       downsample_log2=downsample_log2, dtype=dtype)
+  elif decoder_kind != "network":
+    raise ValueError(
+        f"config.model.decoder must be 'network' or 'additive', got {decoder_kind!r}")
   return rvq_vae.Model(encoder=encoder, quantizer=get_quantizer(c.quantizer, c.code_dim),
                        decoder=decoder, downsample_log2=downsample_log2,
                        prefix_metrics_in_train=c.prefix_metrics_in_train)

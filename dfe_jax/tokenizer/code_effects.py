@@ -49,3 +49,24 @@ def token_effects(trained):
     out_KTD = np.asarray(decode(trained.variables, jnp.asarray(codes)))
     effects.append(out_KTD[:, centre] - base_D[centre])
   return np.stack(effects)
+
+
+def non_additivity(trained, codes_NL, *, num_windows=64, window_steps=16, seed=0):
+  """How far the decoder is from adding its levels' effects, on real token sequences.
+
+  For windows of consecutive code rows c (rows of `codes_NL`, in corpus order), the relative
+  error || d(c) - d(none) - sum_l (d(c_l) - d(none)) || / || d(c) - d(none) ||, where d decodes,
+  c_l keeps level l only and `none` skips every level: 0 for a decoder additive in the tokens
+  (`models/additive_decoder.py`), larger the more a token's effect depends on its company.
+  """
+  codes_NL = np.asarray(codes_NL, np.int32)
+  starts = np.random.default_rng(seed).integers(0, max(len(codes_NL) - window_steps, 1),
+                                                num_windows)
+  codes_BSL = np.stack([codes_NL[s:s + window_steps] for s in starts])
+  decode = decoder(trained)
+  run = lambda c: np.asarray(decode(trained.variables, jnp.asarray(c)), np.float64)
+  none = run(np.full_like(codes_BSL, -1))
+  full = run(codes_BSL) - none
+  levels = np.arange(codes_BSL.shape[-1])
+  parts = sum(run(np.where(levels == l, codes_BSL, -1)) - none for l in levels)
+  return float(np.linalg.norm(full - parts) / max(np.linalg.norm(full), 1e-12))
