@@ -19,7 +19,7 @@ def config():
   """configs/rvq.py's default config with the reference's 53 FLAME features."""
   sys.path.insert(0, os.path.join(REPO, "configs"))
   import rvq  # pylint: disable=g-import-not-at-top
-  rvq_config = rvq.get_config()
+  rvq_config = rvq.get_config("reference")
   rvq_config.model.feature_dim = len(feature_spaces.FLAME53)
   return rvq_config
 

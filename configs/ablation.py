@@ -51,7 +51,7 @@ def get_config(arg=None):
   if variant not in VARIANTS or size not in ("", "demo", "smoke"):
     raise ValueError(f"configs/ablation.py: unknown argument {arg!r} (variants: "
                      f"{', '.join(VARIANTS)}; size: demo or smoke)")
-  config = rvq.get_config(size or "demo")
+  config = rvq.get_config("smoke" if size == "smoke" else "reference_demo")
   if "decoder" not in config.model:
     config.model.decoder = "network"  # The encoder's own decoder (conv or transformer).
   return apply_overrides(config, VARIANTS[variant])

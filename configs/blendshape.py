@@ -31,7 +31,7 @@ def get_config(arg=None):
   if arg not in (None, "", "smoke"):
     raise ValueError(f"configs/blendshape.py: unknown argument {arg!r} (known: smoke)")
   smoke = arg == "smoke"
-  config = rvq.get_config()
+  config = rvq.get_config("reference")  # Its own sizes below; 4x downsampling, as tested.
   model = config.model
   model.feature_dim = 51  # The trainer sets it from dataset.json; 51 documents the input.
   model.width = 96

@@ -295,7 +295,10 @@ def test_encoder_gets_gradient_through_the_quantizer(conv):
 
 
 def test_configs_build_and_describe_the_reference_model():
-  config = _load_config("rvq", arg=None)
+  # The default has one latent step per frame (docs/ablation.md); `reference` is the PyTorch
+  # speed reference's twin, 4x downsampling, and otherwise the same model.
+  assert _load_config("rvq", arg=None).model.downsample_log2 == 0
+  config = _load_config("rvq", arg="reference")
   m = config.model
   assert (m.feature_dim, m.width, m.downsample_log2, tuple(m.conv.dilations), m.code_dim) == (
       53, 256, 2, (9, 3, 1), 128)
