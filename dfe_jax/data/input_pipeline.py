@@ -13,13 +13,12 @@ costs at most reading one epoch of this process's shards (a few seconds per mill
 here, see `benchmarks/input_pipeline.py`), however late the step.
 """
 
-import json
 import os
 
 import numpy as np
 import tensorflow as tf
 
-from dfe_jax.formats import filesystem
+from dfe_jax.formats import dataset_info
 
 _FEATURES = {
     "video_id": tf.io.FixedLenFeature([], tf.string),
@@ -33,12 +32,8 @@ _FEATURES = {
 
 
 def load_info(data_dir):
-  """Reads `dataset.json` from a shard folder, with a clear error when it is not there."""
-  path = os.path.join(data_dir, "dataset.json")
-  if not filesystem.exists(path):
-    raise FileNotFoundError(f"{path}: no dataset.json; run `python -m dfe_jax.ingest` first")
-  with filesystem.open(path) as f:
-    return json.load(f)
+  """A shard folder's `dataset.json`, through its one reader (which checks the version)."""
+  return dataset_info.read(os.path.join(data_dir, "dataset.json"))
 
 
 def process_shards(info, split, process_index, process_count):
