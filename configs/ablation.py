@@ -11,8 +11,8 @@ display discovery and writes the table of docs/ablation.md (about 4 minutes a va
 The axes: the sparsity (L1 on the encoder output) and orthogonality (squared cosine between
 codes) regularisers, made to act (the orthogonality term has no gradient path into an EMA
 codebook, so its variant learns the codebook by gradient; `gradient` is that change alone);
-temporal downsampling 4x (default) vs 1x (one latent step per frame); codebook size 512 vs 64;
-one codebook shared by the levels vs one per level; and the decoder: the default conv decoder
+temporal downsampling 4x (the reference) vs 2x vs 1x (one latent step per frame); codebook size
+512 vs 64; one codebook shared by the levels vs one per level; and the decoder: the conv decoder
 vs `model.decoder = "additive"` (dfe_jax/models/additive_decoder.py: frames = W sum_l c_{k_l},
 so a token is a deformation).
 """
@@ -23,6 +23,7 @@ VARIANTS = {
     "reference": {},
     "additive": {"model.decoder": "additive"},
     "downsample_1x": {"model.downsample_log2": 0},
+    "downsample_2x": {"model.downsample_log2": 1},
     "additive_1x": {"model.decoder": "additive", "model.downsample_log2": 0},
     "ortho": {"model.quantizer.learning": "gradient", "loss.ortho_weight": 10.0},
     "gradient": {"model.quantizer.learning": "gradient"},
