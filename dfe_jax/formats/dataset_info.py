@@ -17,12 +17,17 @@ class DatasetInfoError(ValueError):
   """dataset.json is missing, unreadable or of an unknown version; the message names the file."""
 
 
+class DatasetInfoNotFoundError(DatasetInfoError, FileNotFoundError):
+  """There is no dataset.json where one was expected."""
+
+
 def read(path):
   """The parsed `dataset.json` at `path` (or in the folder `path`)."""
   if filesystem.isdir(path):
     path = os.path.join(path, "dataset.json")
   if not filesystem.exists(path):
-    raise DatasetInfoError(f"{path}: no dataset.json; run `python -m dfe_jax.ingest` first")
+    raise DatasetInfoNotFoundError(f"{path}: no dataset.json; run `python -m dfe_jax.ingest` "
+                                   "first")
   try:
     with filesystem.open(path) as f:
       info = json.load(f)
