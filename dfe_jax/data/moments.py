@@ -15,7 +15,7 @@ import numpy as np
 
 from dfe_jax.formats import normalization
 
-MIN_STD = 1e-6  # The floor formats/normalization.py applies too: a constant feature stays finite.
+MIN_STD = 1e-6  # The std floor: a constant feature normalises to finite values.
 
 
 @dataclasses.dataclass(frozen=True)
