@@ -305,7 +305,7 @@ def test_binary_writes_results_and_fails_in_one_line(corpus, tmp_path):
                         timeout=300)
   assert done.returncode == 1
   assert done.stderr.strip().splitlines()[-1] == (
-      "probe: error: /nonexistent/manifest.csv: cannot read manifest (No such file or directory)")
+      "probe: error: /nonexistent/manifest.csv: manifest not found")
 
 
 def test_kmeans_baseline_sees_the_frames_the_tokenizer_saw(small_corpus, tmp_path):

@@ -26,14 +26,13 @@ from dfe_jax.data import tfrecords
 from dfe_jax.formats import dataset_info
 from dfe_jax.formats import feature_spaces
 from dfe_jax.formats import filesystem
+from dfe_jax.formats import manifest as manifest_format
 from dfe_jax.formats import outputs
 from dfe_jax.formats import provenance
 from dfe_jax.formats import video_files
 
 FORMAT_VERSION = dataset_info.FORMAT_VERSION
-SPLITS = ("train", "val", "test")
-_REQUIRED_COLUMNS = ("video_id", "subject_id", "path")
-_KNOWN_COLUMNS = _REQUIRED_COLUMNS + ("split", "video_path", "fps")
+SPLITS = manifest_format.SPLITS
 _OUTPUT_FILES = ("dataset.json", "videos.csv", tfds_metadata.DATASET_INFO, tfds_metadata.FEATURES)
 InputError = video_files.InputError
 
@@ -58,39 +57,8 @@ class IngestOptions:
 
 
 def read_manifest(path):
-  """Reads and checks a manifest; returns rows with `path` resolved against its folder."""
-  if not filesystem.exists(path):
-    raise InputError(f"{path}: manifest not found")
-  with filesystem.open(path, "r") as f:
-    rows = list(csv.DictReader(f))
-  if not rows:
-    raise InputError(f"{path}: manifest has no rows")
-  missing = [c for c in _REQUIRED_COLUMNS if c not in rows[0]]
-  if missing:
-    raise InputError(f"{path}: manifest lacks column(s) {', '.join(missing)}")
-  base = os.path.dirname(path)
-  seen = {}
-  for line, row in enumerate(rows, start=2):
-    for column in _REQUIRED_COLUMNS:
-      if not (row[column] or "").strip():
-        raise InputError(f"{path}:{line}: empty {column}")
-    vid = row["video_id"]
-    if vid in seen:
-      raise InputError(f"{path}:{line}: duplicate video_id {vid!r} (first on line {seen[vid]})")
-    seen[vid] = line
-    split = (row.get("split") or "").strip()
-    if split and split not in SPLITS:
-      raise InputError(f"{path}:{line}: split {split!r} is not one of {', '.join(SPLITS)}")
-    if "://" not in row["path"] and not os.path.isabs(row["path"]):
-      row["path"] = os.path.join(base, row["path"])
-    if not filesystem.exists(row["path"]):
-      raise InputError(f"{path}:{line}: video {vid!r} points at a missing file {row['path']}")
-  return rows
-
-
-def label_columns(rows):
-  """The manifest's label columns: everything not in the data contract's own columns."""
-  return [c for c in rows[0] if c not in _KNOWN_COLUMNS]
+  """The manifest's rows, checked, `path` resolved (`formats.manifest.read`, the one reader)."""
+  return manifest_format.read(path)
 
 
 def assign_splits(rows, val_fraction, test_fraction, seed):
@@ -285,7 +253,7 @@ def _dataset_info(summary, rows, manifest, options):
           options.normalize, moments_from_json(summary["train"]), subject_moments),
       "splits": out_splits,
       "num_nonfinite_frames": sum(v["num_nonfinite"] for v in videos),
-      "label_columns": label_columns(rows),
+      "label_columns": manifest_format.label_columns(rows),
       "manifest": {"path": manifest, "sha256": sha256_of(manifest)},
   }
 

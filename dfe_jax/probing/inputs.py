@@ -8,13 +8,14 @@ import numpy as np
 
 from dfe_jax.formats import dataset_info
 from dfe_jax.formats import filesystem
+from dfe_jax.formats import manifest as manifest_format
 from dfe_jax.formats import normalization
 from dfe_jax.formats import outputs
 from dfe_jax.probing import featurize
 
 ProbeInputError = featurize.ProbeInputError
 
-RESERVED_COLUMNS = ("video_id", "subject_id", "path", "split", "video_path")
+RESERVED_COLUMNS = manifest_format.KNOWN_COLUMNS
 MISSING_VALUES = ("", "nan", "na", "n/a", "none", "null")
 
 
@@ -24,38 +25,19 @@ class Manifest:
   path: str
   video_ids: list
   subject_ids: np.ndarray
-  rows: list  # dicts, one per video, with every column
+  rows: list  # dicts, one per video, with every column; `path` resolved by the reader
   columns: list
 
-  def file_of(self, row_index, column="path"):
-    value = self.rows[row_index].get(column, "")
-    return value if os.path.isabs(value) else os.path.join(os.path.dirname(self.path), value)
+  def file_of(self, row_index):
+    """The per-video feature file of row `row_index` ('' when the manifest gives none)."""
+    return self.rows[row_index].get("path") or ""
 
 
 def read_manifest(path):
-  """Reads manifest.csv, checking the columns and ids the probe relies on."""
-  try:
-    with open(path, newline="") as f:
-      reader = csv.DictReader(f)
-      rows = list(reader)
-      columns = list(reader.fieldnames or [])
-  except OSError as e:
-    raise ProbeInputError(f"{path}: cannot read manifest ({e.strerror})") from e
-  for column in ("video_id", "subject_id"):
-    if column not in columns:
-      raise ProbeInputError(f"{path}: manifest has no '{column}' column")
-  seen = set()
-  for line, row in enumerate(rows, start=2):
-    for column in ("video_id", "subject_id"):
-      if not (row[column] or "").strip():
-        raise ProbeInputError(f"{path}:{line}: empty '{column}'")
-    if row["video_id"] in seen:
-      raise ProbeInputError(f"{path}:{line}: video_id '{row['video_id']}' appears twice")
-    seen.add(row["video_id"])
-  if not rows:
-    raise ProbeInputError(f"{path}: manifest has no rows")
+  """The probe's view of a manifest, read by `formats.manifest` (ids checked; files not yet)."""
+  rows = manifest_format.read(path, need_files=False)
   return Manifest(path, [r["video_id"] for r in rows], np.array([r["subject_id"] for r in rows]),
-                  rows, columns)
+                  rows, list(rows[0]))
 
 
 def merge_subject_labels(manifest, path):

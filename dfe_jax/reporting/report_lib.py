@@ -16,6 +16,7 @@ import numpy as np
 
 from dfe_jax.data import ingest_lib
 from dfe_jax.formats import filesystem
+from dfe_jax.formats import manifest as manifest_format
 from dfe_jax.formats import normalization
 from dfe_jax.formats import outputs
 from dfe_jax.formats import video_files
@@ -179,7 +180,7 @@ def gather(workdir, output_dir, *, tokens=None, manifest=None, flame_model=None,
   manifest = manifest or (info.get("manifest") or {}).get("path")
   rows, videos, split_of, split_source = [], {}, {}, "no manifest"
   if manifest and filesystem.exists(manifest):
-    rows = ingest_lib.read_manifest(manifest)
+    rows = manifest_format.read(manifest)
     split_of, split_source = _read_splits(rows, data_dir or trained.config.get("data_dir", ""))
     for row in _pick_videos(rows, split_of, token_data, options.max_videos,
                             options.heldout_videos):

@@ -38,9 +38,7 @@ Each video's randomness comes from `SeedSequence(seed).spawn`, so the corpus is 
 whatever the number of workers.
 """
 
-import csv
 import dataclasses
-import io
 import json
 import time
 
@@ -49,6 +47,7 @@ import numpy as np
 
 from dfe_jax.data import process_pool
 from dfe_jax.formats import feature_spaces
+from dfe_jax.formats import manifest as manifest_format
 from dfe_jax.formats import outputs
 
 TRAITS = ("stress", "depression", "extraversion")
@@ -313,12 +312,6 @@ def write_corpus(spec, output_dir, overwrite=False, num_workers=1):
       au_map=dictionary.au_map_GA, au_names=np.array(AU_NAMES))
   with outputs.atomic_open(outputs.join(output_dir, "corpus.json")) as f:
     json.dump(dataclasses.asdict(spec), f, indent=2)
-  buffer = io.StringIO()
-  writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
-  writer.writeheader()
-  writer.writerows(rows)
-  manifest = outputs.join(output_dir, "manifest.csv")
-  with outputs.atomic_open(manifest) as f:
-    f.write(buffer.getvalue())
+  manifest = manifest_format.write(outputs.join(output_dir, "manifest.csv"), rows)
   logging.info("synth: wrote %d videos (%d frames) to %s", len(rows), frames, output_dir)
   return manifest

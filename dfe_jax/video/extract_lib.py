@@ -43,6 +43,7 @@ import numpy as np
 
 from dfe_jax.formats import feature_spaces
 from dfe_jax.formats import filesystem
+from dfe_jax.formats import manifest as manifest_format
 from dfe_jax.formats import outputs
 from dfe_jax.video import action_units
 from dfe_jax.video import face_tracking
@@ -391,10 +392,11 @@ def write_manifest(output_dir, outcomes):
   rows = [o for o in outcomes if o.status in ("extracted", "skipped")]
   extra_columns = list(dict.fromkeys(k for o in rows for k, _ in o.entry.extra))
   # `path` is relative to the manifest (ingest resolves it so), so output_dir can move.
-  return _write_csv(
-      os.path.join(output_dir, "manifest.csv"), MANIFEST_COLUMNS + tuple(extra_columns),
-      [[o.entry.video_id, o.entry.subject_id, os.path.basename(o.output), o.entry.video_path]
-       + [dict(o.entry.extra).get(c, "") for c in extra_columns] for o in rows])
+  return manifest_format.write(
+      os.path.join(output_dir, "manifest.csv"),
+      [{"video_id": o.entry.video_id, "subject_id": o.entry.subject_id,
+        "path": os.path.basename(o.output), "video_path": o.entry.video_path, **dict(o.entry.extra)}
+       for o in rows], MANIFEST_COLUMNS + tuple(extra_columns))
 
 
 def write_failures(output_dir, outcomes):

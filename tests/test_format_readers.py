@@ -1,0 +1,97 @@
+"""The one reader and writer of the manifest: round trips, and every bad file stops with one line
+naming the file (and line) and what is wrong."""
+
+import os
+
+import numpy as np
+import pytest
+
+from dfe_jax.formats import manifest
+
+HEADER = "video_id,subject_id,path,split,stress\n"
+
+
+def _write(folder, text, files=("a.npz", "b.npz")):
+  for name in files:
+    (folder / name).write_bytes(b"")
+  path = folder / "manifest.csv"
+  path.write_text(text)
+  return str(path)
+
+
+def _error(path, **kwargs):
+  with pytest.raises(manifest.ManifestError) as e:
+    manifest.read(path, **kwargs)
+  message = str(e.value)
+  assert "\n" not in message and message.startswith(path)
+  return message[len(path):]
+
+
+def test_manifest_round_trip_resolves_paths_and_keeps_every_column(tmp_path):
+  rows = [{"video_id": "a", "subject_id": "s1", "path": "a.npz", "split": "train",
+           "stress": "1"},
+          {"video_id": "b", "subject_id": "s2", "path": "b.npz", "stress": "0,5"}]
+  for r in rows:
+    (tmp_path / r["path"]).write_bytes(b"")
+  path = manifest.write(str(tmp_path / "manifest.csv"), rows,
+                        columns=["video_id", "subject_id", "path", "split", "stress"])
+  back = manifest.read(path)
+  assert [r["path"] for r in back] == [str(tmp_path / "a.npz"), str(tmp_path / "b.npz")]
+  assert [r["split"] for r in back] == ["train", ""]
+  assert [r["stress"] for r in back] == ["1", "0,5"]
+  assert manifest.label_columns(back) == ["stress"]
+
+
+@pytest.mark.parametrize("text,kwargs,expected", [
+    ("", {}, ": manifest is empty (no header line)"),
+    ("video_id,path\na,a.npz\n", {}, ": manifest lacks column(s) subject_id"),
+    ("video_id,subject_id\na,s1\n", {}, ": manifest lacks column(s) path"),
+    (HEADER, {}, ": manifest has no rows"),
+    (HEADER + "a,s1,a.npz,train,1\nb,,b.npz,train,0\n", {}, ":3: empty subject_id"),
+    (HEADER + "a,s1,a.npz,train,1\nb,s2,,train,0\n", {}, ":3: empty path"),
+    (HEADER + "a,s1,a.npz,train,1\nb,s2,b.npz,train,0,5\n", {},
+     ":3: more fields than the header's 5 (an unquoted comma?)"),
+    (HEADER + "a,s1,a.npz,train,1\n\na,s2,b.npz,train,0\n", {},
+     ":4: duplicate video_id 'a' (first on line 2)"),
+    (HEADER + "a,s1,a.npz,dev,1\n", {}, ":2: split 'dev' is not one of train, val, test"),
+    (HEADER + "a,s1,a.npz,train,1\nc,s2,c.npz,train,0\n", {},
+     ":3: video 'c' points at a missing file "),
+    (HEADER + "a,s1,a.npz,train,1\na,s2,b.npz,train,0\n", {"need_files": False},
+     ":3: duplicate video_id 'a' (first on line 2)"),
+])
+def test_bad_manifest_is_one_line_naming_file_line_and_problem(tmp_path, text, kwargs,
+                                                                  expected):
+  message = _error(_write(tmp_path, text), **kwargs)
+  assert message.startswith(expected), message
+  if "missing file" in expected:
+    assert message.endswith(os.path.join(str(tmp_path), "c.npz"))
+
+
+def test_missing_manifest_is_one_line(tmp_path):
+  assert _error(str(tmp_path / "nowhere.csv")) == ": manifest not found"
+
+
+def test_probe_reads_ids_and_labels_without_paths_or_files(tmp_path):
+  """The probe needs `path` only for frame baselines: a path-less manifest, or one whose files
+  are not (yet) there, still reads; its paths are resolved the same way."""
+  path = _write(tmp_path, "video_id,subject_id,stress\na,s1,1\nb,s2,0\n", files=())
+  assert [r["stress"] for r in manifest.read(path, need_files=False)] == ["1", "0"]
+  path = _write(tmp_path, HEADER + "a,s1,gone.npz,,1\nb,s2,,,0\n", files=())
+  rows = manifest.read(path, need_files=False)
+  assert [r["path"] for r in rows] == [str(tmp_path / "gone.npz"), ""]
+
+
+def test_ingest_and_probe_read_the_manifest_through_the_one_reader(tmp_path):
+  from dfe_jax.data import ingest_lib  # pylint: disable=g-import-not-at-top
+  from dfe_jax.probing import inputs  # pylint: disable=g-import-not-at-top
+  path = _write(tmp_path, HEADER + "a,s1,a.npz,train,1\nb,s2,b.npz,val,0\n")
+  rows = ingest_lib.read_manifest(path)
+  probe = inputs.read_manifest(path)
+  assert probe.rows == rows and probe.video_ids == ["a", "b"]
+  np.testing.assert_array_equal(probe.subject_ids, ["s1", "s2"])
+  assert probe.file_of(1) == str(tmp_path / "b.npz")
+  bad = _write(tmp_path, HEADER + "a,s1,a.npz,train,1\na,s2,b.npz,val,0\n")
+  for read in (ingest_lib.read_manifest, inputs.read_manifest):
+    with pytest.raises(manifest.ManifestError, match="duplicate video_id 'a'"):
+      read(bad)
+
