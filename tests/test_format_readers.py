@@ -1,12 +1,14 @@
-"""The one reader and writer of the manifest: round trips, and every bad file stops with one line
-naming the file (and line) and what is wrong."""
+"""The one reader and writer of the manifest and the probe results: round trips, and every bad
+file stops with one line naming the file (and line) and what is wrong."""
 
+import json
 import os
 
 import numpy as np
 import pytest
 
 from dfe_jax.formats import manifest
+from dfe_jax.formats import probe_results
 
 HEADER = "video_id,subject_id,path,split,stress\n"
 
@@ -95,3 +97,50 @@ def test_ingest_and_probe_read_the_manifest_through_the_one_reader(tmp_path):
     with pytest.raises(manifest.ManifestError, match="duplicate video_id 'a'"):
       read(bad)
 
+
+RESULTS = {"tasks": {"stress": {"type": "classification", "auroc": float("nan")}},
+           "metrics": {"probe/stress/dfe/auroc": np.float64(0.75)},
+           "protocol": "one sentence", "data": {"num_videos": np.int64(12)},
+           "provenance": {"seeds": (0, 1)}}
+# RESULTS as results.json holds them: strict JSON (NaN is null), plain numbers and lists.
+ON_DISK = {"tasks": {"stress": {"type": "classification", "auroc": None}},
+           "metrics": {"probe/stress/dfe/auroc": 0.75}, "protocol": "one sentence",
+           "data": {"num_videos": 12}, "provenance": {"seeds": [0, 1]}}
+
+
+def test_probe_results_round_trip_is_strict_json_with_its_version(tmp_path):
+  json_path, md_path = probe_results.write(str(tmp_path / "probe"), RESULTS, "| table |\n")
+  text = open(json_path).read()
+  assert "NaN" not in text and json.loads(text)["format_version"] == probe_results.FORMAT_VERSION
+  back = probe_results.read(str(tmp_path / "probe"))
+  assert back == {"format_version": 1, **ON_DISK}
+  assert probe_results.read(json_path) == back
+  assert probe_results.read_table(str(tmp_path / "probe")) == "| table |\n" == open(md_path).read()
+
+
+def test_probe_results_written_before_versions_still_read(tmp_path):
+  """A results.json of an earlier dfe_jax: the same content without `format_version`."""
+  (tmp_path / "results.json").write_text(json.dumps(ON_DISK))
+  assert probe_results.read(str(tmp_path)) == ON_DISK
+
+
+@pytest.mark.parametrize("content,expected", [
+    ({**ON_DISK, "format_version": 2},
+     ": probe results format_version 2; this dfe_jax reads 1 (re-run the probe, or update "
+     "dfe_jax)"),
+    ({"metrics": {}}, ": not probe results (no 'tasks', 'data', 'provenance')"),
+    ([1, 2], ": not probe results (a JSON object is expected)"),
+    ("{not json", ": not a readable results.json ("),
+])
+def test_bad_probe_results_are_one_line_naming_the_file(tmp_path, content, expected):
+  path = tmp_path / "results.json"
+  path.write_text(content if isinstance(content, str) else json.dumps(content))
+  with pytest.raises(probe_results.ProbeResultsError) as e:
+    probe_results.read(str(tmp_path))
+  message = str(e.value)
+  assert "\n" not in message and message.startswith(str(path) + expected), message
+
+
+def test_missing_probe_results_is_a_file_not_found_error(tmp_path):
+  with pytest.raises(FileNotFoundError, match="results.json: no probe results"):
+    probe_results.read(str(tmp_path))

@@ -3,6 +3,7 @@
 import json
 import os
 
+from dfe_jax.formats import probe_results
 from dfe_jax.synthetic import display_discovery
 from dfe_jax.synthetic import token_recovery
 
@@ -18,8 +19,7 @@ def summarize(paths, trained, recovery, seconds):
   """The summary dict of a finished job (also written as summary.json)."""
   final = _last_eval(paths["train"])
   levels = trained.config.model.quantizer.num_levels
-  with open(os.path.join(paths["probe"], "results.json")) as f:
-    probe = json.load(f)
+  probe = probe_results.read(paths["probe"])
   with open(os.path.join(paths["discovery"], "discovery.json")) as f:
     discovery = json.load(f)
   cosine = final["eval/recon_cosine"]
@@ -57,8 +57,7 @@ def markdown(summary, paths):
             "Tokens " + ("beat" if summary["beats_kmeans_recovery"] else "do NOT beat") +
             " the k-means baseline at recovering the ground-truth displays (NMI).", ""]
   lines += ["## Display discovery", "", display_discovery.markdown(summary["discovery"]), ""]
-  with open(os.path.join(paths["probe"], "results.md")) as f:
-    lines += ["## Probes", "", f.read(), ""]
+  lines += ["## Probes", "", probe_results.read_table(paths["probe"]), ""]
   lines += [f"Report: {os.path.join(paths['report'], 'report.html')}", "",
             "Stage times (s): " + ", ".join(f"{k} {v:.0f}" for k, v in summary["seconds"].items())
             + f"; total {summary['total_seconds']:.0f} s"]

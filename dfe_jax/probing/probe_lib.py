@@ -6,8 +6,6 @@ lives in `probe_cv`, the representations in `probe_features`. Never imports the 
 
 import csv
 import datetime
-import json
-import math
 import os
 import platform
 import time
@@ -19,6 +17,8 @@ import sklearn
 import threadpoolctl
 
 import dfe_jax
+from dfe_jax.formats import filesystem
+from dfe_jax.formats import probe_results
 from dfe_jax.formats import provenance
 from dfe_jax.probing import cross_validation
 from dfe_jax.probing import featurize
@@ -229,26 +229,6 @@ def top_tokens(representation, task_type, y, groups, config, classes):
   return out
 
 
-def _json_safe(value):
-  """NaN and infinities become null, so results.json is strict JSON."""
-  if isinstance(value, dict):
-    return {str(k): _json_safe(v) for k, v in value.items()}
-  if isinstance(value, (list, tuple)):
-    return [_json_safe(v) for v in value]
-  if isinstance(value, (np.integer,)):
-    return int(value)
-  if isinstance(value, (float, np.floating)):
-    return float(value) if math.isfinite(value) else None
-  return value
-
-
-def _write_atomic(path, text):
-  tmp = f"{path}.tmp-{os.getpid()}"
-  with open(tmp, "w") as f:
-    f.write(text)
-  os.replace(tmp, path)
-
-
 def run_probes(config, output_dir, overwrite=False):
   """Runs every task × representation under the CV protocol; writes and returns the results."""
   # Thousands of tiny fits: BLAS/OpenMP threads only contend (several times slower on 2 cores).
@@ -260,8 +240,8 @@ def run_probes(config, output_dir, overwrite=False):
 def _run_probes(config, output_dir, overwrite):
   start = time.time()
   log = lambda msg: logging.info("%s (%.1f s)", msg, time.time() - start)
-  outputs = [os.path.join(output_dir, n) for n in ("results.json", "results.md")]
-  existing = [p for p in outputs if os.path.exists(p)]
+  outputs = probe_results.paths(output_dir)
+  existing = [p for p in outputs if filesystem.exists(p)]
   if existing and not overwrite:
     raise FileExistsError(f"{existing[0]}: already exists; pass --overwrite to replace it")
   if not config.tokens or not config.manifest:
@@ -347,9 +327,7 @@ def _run_probes(config, output_dir, overwrite):
       "git_revision": provenance.git_revision(),
       "created": datetime.datetime.now().isoformat(timespec="seconds"),
       "seconds": round(time.time() - start, 1)}
-  os.makedirs(output_dir, exist_ok=True)
-  _write_atomic(outputs[0], json.dumps(_json_safe(results), indent=1, sort_keys=False) + "\n")
-  _write_atomic(outputs[1], results_table.markdown(results))
+  probe_results.write(output_dir, results, results_table.markdown(results))
   log(f"wrote {outputs[0]} and {outputs[1]}")
   return results
 

@@ -19,6 +19,7 @@ from dfe_jax.formats import filesystem
 from dfe_jax.formats import manifest as manifest_format
 from dfe_jax.formats import normalization
 from dfe_jax.formats import outputs
+from dfe_jax.formats import probe_results
 from dfe_jax.formats import video_files
 from dfe_jax.reporting import behaviour_sections
 from dfe_jax.reporting import findings_sections
@@ -154,11 +155,11 @@ def _pick_videos(rows, split_of, tokens, max_videos, heldout_videos):
   return (held + rest)[:max(max_videos, heldout_videos)]
 
 
-def _read_json_in(folder, name):
-  """`folder/name` as JSON, or None when no folder is given."""
+def _read_discovery(folder):
+  """`discovery.json` of `dfe-discover` in `folder`, or None when no folder is given."""
   if not folder:
     return None
-  path = os.path.join(folder, name)
+  path = os.path.join(folder, "discovery.json")
   if not filesystem.exists(path):
     raise FileNotFoundError(f"{path}: not found")
   with filesystem.open(path) as f:
@@ -208,8 +209,8 @@ def gather(workdir, output_dir, *, tokens=None, manifest=None, flame_model=None,
         pass
   return ReportData(trained, workdir, output_dir, feature_names, float(info["fps"]), token_data,
                     tokens_source, videos, split_source, read_metrics(workdir), options,
-                    flame_model, manifest, _read_json_in(discovery_dir, "discovery.json"),
-                    _read_json_in(probe_dir, "results.json"), notes)
+                    flame_model, manifest, _read_discovery(discovery_dir),
+                    probe_results.read(probe_dir) if probe_dir else None, notes)
 
 
 def write_report(workdir, output_dir, *, tokens=None, manifest=None, flame_model=None,
