@@ -1,12 +1,16 @@
 """Input pipeline: shapes and shardings, per-process shards, determinism and exact resume."""
 
 import itertools
+import os
 
 import jax
 import numpy as np
 import pytest
+import tensorflow as tf
 
+from dfe_jax.data import ingest_lib
 from dfe_jax.data import input_pipeline
+from dfe_jax.formats import normalization
 from dfe_jax.training import device_batches
 from dfe_jax.training import device_mesh
 
@@ -42,6 +46,43 @@ def test_batches_are_normalised_and_masked(small_shards):
   assert abs(x.mean()) < 0.15 and 0.8 < x.std() < 1.2
   for b in batches:
     np.testing.assert_array_equal(b["x"][~b["mask"]], 0.0)
+
+
+def _records(folder, shards):
+  """(features [T, D], valid [T], subject_id) of every record of `shards`, in reading order."""
+  for shard in shards:
+    for raw in tf.data.TFRecordDataset(os.path.join(folder, shard["path"])):
+      ex = tf.train.Example.FromString(raw.numpy()).features.feature
+      n = ex["num_frames"].int64_list.value[0]
+      x = np.frombuffer(ex["features"].bytes_list.value[0], "<f4").reshape(n, -1)
+      valid = np.frombuffer(ex["valid"].bytes_list.value[0], np.uint8).astype(bool)
+      yield x, valid, ex["subject_id"].bytes_list.value[0].decode()
+
+
+@pytest.mark.parametrize("mode", normalization.MODES)
+def test_frames_are_normalised_by_the_numpy_rule(mode, small_corpus, small_shards, tmp_path):
+  """Every frame tf.data yields equals `formats.normalization.normalize` of the raw frame, in
+  both modes: the TensorFlow code only looks up the offsets of the one NumPy rule."""
+  shards = small_shards
+  if mode != "global":
+    shards = str(tmp_path / "shards")
+    ingest_lib.ingest(small_corpus, shards, ingest_lib.IngestOptions(
+        num_shards=2, chunk_frames=128, normalize=mode, num_processes=1))
+  info = input_pipeline.load_info(shards)
+  stats = info["normalization"]
+  assert stats["mode"] == mode and info["chunk_frames"] == 128
+  for split, entry in info["splits"].items():
+    # One window per record (window = chunk_frames), padded like the pipeline pads.
+    xs, masks = [], []
+    for x, valid, subject in _records(shards, entry["shards"]):
+      x = np.where(valid[:, None], normalization.normalize(stats, x, subject), 0.0)
+      xs.append(np.pad(x, ((0, 128 - len(x)), (0, 0))))
+      masks.append(np.pad(valid, (0, 128 - len(valid))))
+    batches = list(input_pipeline.eval_dataset(shards, info, split, window_frames=128,
+                                               local_batch_size=8).as_numpy_iterator())
+    np.testing.assert_array_equal(np.concatenate([b["mask"] for b in batches])[:len(xs)], masks)
+    np.testing.assert_allclose(np.concatenate([b["x"] for b in batches])[:len(xs)], xs,
+                               rtol=1e-6, atol=1e-6)
 
 
 def test_two_processes_read_disjoint_shards_that_cover_all(small_shards):

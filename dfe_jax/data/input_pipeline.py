@@ -1,6 +1,6 @@
 """tf.data over the ingest shards: per-process batches of windows of normalised frames.
 
-Legend: B batch (windows), W window frames, D features.
+Legend: B batch (windows), W window frames, D features, N subjects.
 
 **Determinism and resume.** Each process reads its own shard files (`files[i::P]`). Epoch `e`
 of a process is a pure function of `(seed, e)`: its files in an order drawn from
@@ -19,6 +19,7 @@ import numpy as np
 import tensorflow as tf
 
 from dfe_jax.formats import dataset_info
+from dfe_jax.formats import normalization
 
 _FEATURES = {
     "video_id": tf.io.FixedLenFeature([], tf.string),
@@ -63,23 +64,24 @@ def _tf_window_starts(n, window_frames, stride):
 
 
 def _normalizer(info):
-  """A tf function (x [T, D], subject_id) -> normalised x, from dataset.json's statistics."""
-  stats = info["normalization"]
-  std = tf.constant(stats["std"], tf.float32)
-  if stats["mode"] == "subject":
-    subjects = sorted(stats["subject_mean"])
-    means = tf.constant(np.array([stats["subject_mean"][s] for s in subjects], np.float32))
-    table = tf.lookup.StaticHashTable(
-        tf.lookup.KeyValueTensorInitializer(subjects, tf.range(len(subjects), dtype=tf.int64)),
-        default_value=-1)
+  """A tf function (x [T, D], subject_id) -> normalised x, from dataset.json's statistics.
 
-    def normalize(x, subject_id):
-      index = table.lookup(subject_id)
-      tf.debugging.assert_non_negative(index, "subject without normalisation statistics")
-      return (x - means[index]) / std
-    return normalize
-  mean = tf.constant(stats["mean"], tf.float32)
-  return lambda x, subject_id: (x - mean) / std
+  The offsets and scale come from `formats/normalization` (the one rule); here rows are only
+  looked up by subject.
+  """
+  subject_ids, offset_ND, scale_D = normalization.offset_table(info["normalization"])
+  offset_ND, scale_D = tf.constant(offset_ND), tf.constant(scale_D)
+  if subject_ids is None:
+    return lambda x, subject_id: (x - offset_ND[0]) / scale_D
+  table = tf.lookup.StaticHashTable(
+      tf.lookup.KeyValueTensorInitializer(subject_ids, tf.range(len(subject_ids), dtype=tf.int64)),
+      default_value=-1)
+
+  def normalize(x, subject_id):
+    index = table.lookup(subject_id)
+    tf.debugging.assert_non_negative(index, "subject without normalisation statistics")
+    return (x - offset_ND[index]) / scale_D
+  return normalize
 
 
 def _record_windows(info, window_frames, stride):

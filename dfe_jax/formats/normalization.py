@@ -11,14 +11,39 @@ import numpy as np
 MODES = ("global", "subject")
 
 
-def offset_and_scale(stats, subject_id):
-  """The (offset [D], scale [D]) that normalise a frame of `subject_id`: (x - offset) / scale."""
-  std = np.asarray(stats["std"], np.float32)
+def _scale(stats):
+  """The scale [D] of every frame: the training split's std."""
+  return np.asarray(stats["std"], np.float32)
+
+
+def _offset(stats, subject_id):
+  """The offset [D] of `subject_id`'s frames: its own mean in `subject` mode, else the mean."""
   if stats["mode"] == "subject":
     if subject_id not in stats["subject_mean"]:
       raise KeyError(f"subject {subject_id!r} has no mean in the normalisation statistics")
-    return np.asarray(stats["subject_mean"][subject_id], np.float32), std
-  return np.asarray(stats["mean"], np.float32), std
+    return np.asarray(stats["subject_mean"][subject_id], np.float32)
+  return np.asarray(stats["mean"], np.float32)
+
+
+def offset_and_scale(stats, subject_id):
+  """The (offset [D], scale [D]) that normalise a frame of `subject_id`: (x - offset) / scale."""
+  return _offset(stats, subject_id), _scale(stats)
+
+
+def offset_table(stats):
+  """The statistics as a table to look rows up in: (subject_ids, offset_ND, scale_D), float32.
+
+  Frames of `subject_ids[i]` normalise as (x - offset_ND[i]) / scale_D. In `global` mode
+  `subject_ids` is None and the one row serves every subject.
+  """
+  scale = _scale(stats)
+  if stats["mode"] != "subject":
+    return None, _offset(stats, None)[None], scale
+  subject_ids = sorted(stats["subject_mean"])
+  offsets = np.zeros((len(subject_ids), len(scale)), np.float32)
+  for i, s in enumerate(subject_ids):
+    offsets[i] = _offset(stats, s)
+  return subject_ids, offsets, scale
 
 
 def normalize_subject_videos(stats, features, valids):
@@ -27,7 +52,7 @@ def normalize_subject_videos(stats, features, valids):
   `features` [T, D] and `valids` [T] per video; returns the normalised videos (zero where
   invalid) and the offset used. Tokenize, token recovery and the probe all normalise this way.
   """
-  std = np.asarray(stats["std"], np.float32)
+  std = _scale(stats)
   if stats["mode"] == "subject":
     # float64 sums per video, then over videos: the subject's mean however its videos are cut.
     total = sum((x[v].astype(np.float64).sum(0) for x, v in zip(features, valids)),
@@ -35,7 +60,7 @@ def normalize_subject_videos(stats, features, valids):
     count = sum(int(v.sum()) for v in valids)
     offset = (total / max(count, 1)).astype(np.float32)
   else:
-    offset = np.asarray(stats["mean"], np.float32)
+    offset = _offset(stats, None)
   return [np.where(v[:, None], (x - offset) / std, 0.0).astype(np.float32)
           for x, v in zip(features, valids)], offset
 
