@@ -3,6 +3,8 @@ file stops with one line naming the file (and line) and what is wrong."""
 
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -144,3 +146,14 @@ def test_bad_probe_results_are_one_line_naming_the_file(tmp_path, content, expec
 def test_missing_probe_results_is_a_file_not_found_error(tmp_path):
   with pytest.raises(FileNotFoundError, match="results.json: no probe results"):
     probe_results.read(str(tmp_path))
+
+
+def test_reading_local_manifests_and_results_loads_no_tensorflow_or_jax(tmp_path):
+  path = _write(tmp_path, HEADER + "a,s1,a.npz,train,1\n")
+  probe_results.write(str(tmp_path / "probe"), RESULTS, "")
+  code = ("import sys; from dfe_jax.formats import manifest, probe_results; "
+          f"manifest.read({path!r}); probe_results.read({str(tmp_path / 'probe')!r}); "
+          "print(sorted(m for m in ('tensorflow', 'jax') if m in sys.modules))")
+  done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                        check=True)
+  assert done.stdout.strip() == "[]"
