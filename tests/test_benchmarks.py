@@ -35,8 +35,8 @@ def test_conv_layers_cover_every_conv_of_the_reference_model():
   config = reference.config()
   layers = conv_layers.conv_layers(config.model, batch=2, frames=config.window_frames)
   # 33 convs, the decoder's last upsampling conv and the one after it timed as one layer.
-  assert len(layers) == 32 and layers[0].name == "encoder/Conv_0"
-  assert [layer.name for layer in layers if layer.then] == ["decoder/Conv_2+Conv_3"]
+  assert len(layers) == 32 and layers[0].name == "encoder/stem"
+  assert [layer.name for layer in layers if layer.then] == ["decoder/stage1_up+hidden"]
   assert layers[0].input_shape == (2, config.window_frames, config.model.feature_dim)
   forward, _ = reference.analytic_flops_per_frame(config.model)
   q = config.model.quantizer

@@ -82,7 +82,8 @@ def test_receptive_field_of_reference_model_is_86_frames():
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   # stem 1 + (down 1 + 2*13) + (down 2*1 + 4*13) + out 4
-  assert chunked_encoder.receptive_field_frames(module.get_config("reference").model) == 86
+  model = models.get_model(module.get_config("reference").model)
+  assert chunked_encoder.receptive_field_frames(model) == 86
 
 
 @pytest.mark.parametrize("chunk_frames", [64, 200, 4096])

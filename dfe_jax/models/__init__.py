@@ -39,7 +39,7 @@ def resolve_conv_impl(conv_impl, backend=None):
 
 
 def conv_modules(conv_impl):
-  """The module holding `Conv`, `ResStack`, `Encoder` and `Decoder` for "xla" or "xla_cpu"."""
+  """The module holding `Conv`, `Encoder` and `Decoder` for "xla" or "xla_cpu"."""
   if conv_impl == "xla_cpu":
     from dfe_jax.models import xla_cpu  # pylint: disable=g-import-not-at-top
     return xla_cpu

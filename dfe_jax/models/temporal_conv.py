@@ -1,17 +1,16 @@
 """Temporal 1-D conv encoder and decoder (T2M-GPT / MoMask style) in NWC layout.
 
-Encoder: conv stem -> `downsample_log2` x [strided conv (kernel 4, stride 2) -> dilated residual
-stack] -> conv to `code_dim`. Decoder mirrors it: conv -> per stage [residual stack -> nearest x2
-upsample -> conv] -> conv + ReLU -> conv to `feature_dim`. `downsample_log2 = 0` gives one latent
-per frame that still sees temporal context through the dilated stacks.
+The layers are those of `architecture.encoder_layers` / `decoder_layers` (read that module for
+the architecture); `Encoder` and `Decoder` run them with `Conv`, each conv a submodule named
+after its layer. `downsample_log2 = 0` gives one latent per frame and no residual stages: the
+stem and output convs alone, so each latent sees its frame and two neighbours either side.
 
 Shape legend: B batch, T frames (a multiple of 2**downsample_log2), S = T / 2**downsample_log2
 latent steps, F feature_dim, W width, D code_dim.
 
-Every conv is `Conv`: `nn.Conv`'s parameters, initialisers and `Conv_<i>` names (so checkpoints,
-`chunked_encoder` and `numpy_tokenizer` read the same weights) over `lax.conv_general_dilated`
-with XLA's own gradients. `config.model.conv_impl` may swap in the XLA:CPU kernels of
-`models/xla_cpu/`, which compute the same model with the same parameters.
+`Conv` has `nn.Conv`'s parameters and initialisers over `lax.conv_general_dilated` with XLA's
+own gradients. `config.model.conv_impl` may swap in the XLA:CPU kernels of `models/xla_cpu/`,
+which run the same layers with the same parameters.
 """
 
 from typing import Sequence
@@ -20,6 +19,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from dfe_jax.models import architecture
 from dfe_jax.models import conv1d
 
 
@@ -53,20 +53,10 @@ class Conv(nn.Module):
     return conv1d.conv1d(x_BTC, kernel, self.dilation, self.stride) + bias
 
 
-class ResStack(nn.Module):
-  """Residual blocks x + Conv1x1(ReLU(Conv_k,dilated(ReLU(x)))), one per dilation."""
-  width: int
-  dilations: Sequence[int] = (9, 3, 1)
-  kernel_size: int = 3
-  dtype: str = "float32"
-
-  @nn.compact
-  def __call__(self, h_BTW):
-    for dilation in self.dilations:
-      r_BTW = Conv(self.width, self.kernel_size, dilation=dilation, dtype=self.dtype)(
-          jax.nn.relu(h_BTW))
-      h_BTW = h_BTW + Conv(self.width, 1, dtype=self.dtype)(jax.nn.relu(r_BTW))
-    return h_BTW
+def conv_module(conv_class, layer, dtype):
+  """The `conv_class` submodule that computes the `architecture.ConvLayer` `layer`."""
+  return conv_class(layer.features, layer.kernel_size, layer.stride, layer.dilation,
+                    layer.upsample, dtype, name=layer.name)
 
 
 class Encoder(nn.Module):
@@ -79,14 +69,16 @@ class Encoder(nn.Module):
   down_kernel: int = 4
   dtype: str = "float32"
 
+  def layers(self):
+    """This encoder as `architecture` layers."""
+    return architecture.encoder_layers(self.code_dim, self.width, self.downsample_log2,
+                                       tuple(self.dilations), self.kernel_size, self.down_kernel)
+
   @nn.compact
   def __call__(self, x_BTF, mask_BT):
     h = jnp.where(mask_BT[..., None], x_BTF, 0.0).astype(self.dtype)
-    h = jax.nn.relu(Conv(self.width, self.kernel_size, dtype=self.dtype)(h))
-    for _ in range(self.downsample_log2):
-      h = Conv(self.width, self.down_kernel, stride=2, dtype=self.dtype)(h)
-      h = ResStack(self.width, self.dilations, self.kernel_size, self.dtype)(h)
-    return Conv(self.code_dim, self.kernel_size, dtype=self.dtype)(h)
+    return architecture.run(self.layers(), h,
+                            lambda layer, h: conv_module(Conv, layer, self.dtype)(h), jax.nn.relu)
 
 
 class Decoder(nn.Module):
@@ -98,13 +90,13 @@ class Decoder(nn.Module):
   kernel_size: int = 3
   dtype: str = "float32"
 
+  def layers(self):
+    """This decoder as `architecture` layers."""
+    return architecture.decoder_layers(self.feature_dim, self.width, self.downsample_log2,
+                                       tuple(self.dilations), self.kernel_size)
+
   @nn.compact
   def __call__(self, z_BSD):
-    h = Conv(self.width, self.kernel_size, dtype=self.dtype)(z_BSD.astype(self.dtype))
-    h = jax.nn.relu(h)
-    for _ in range(self.downsample_log2):
-      h = ResStack(self.width, self.dilations, self.kernel_size, self.dtype)(h)
-      h = Conv(self.width, self.kernel_size, upsample=2, dtype=self.dtype)(h)
-    h = jax.nn.relu(Conv(self.width, self.kernel_size, dtype=self.dtype)(h))
-    h = Conv(self.feature_dim, self.kernel_size, dtype=self.dtype)(h)
+    h = architecture.run(self.layers(), z_BSD.astype(self.dtype),
+                         lambda layer, h: conv_module(Conv, layer, self.dtype)(h), jax.nn.relu)
     return h.astype(jnp.float32)

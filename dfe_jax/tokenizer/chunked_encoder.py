@@ -11,8 +11,8 @@ float rounding (an exact tie between two codes may then break differently); the 
 
 **Bucketing.** Windows are padded to one of a few bucket lengths (64 * 2**k frames, and the
 longest window) and batched `batch_frames // bucket` at a time, so `jax.jit` compiles once per
-bucket, not once per length. The convolutions are the model's own (`models/conv1d.py`), run
-in float32 on the model's parameters.
+bucket, not once per length. The layers are the model's own (`models/architecture.py`), each
+conv its `temporal_conv.Conv`, run in float32 on the model's parameters.
 
 Shape legend: B batch (windows), T frames, F features, S latent steps, D code_dim, L levels.
 """
@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dfe_jax.models import conv1d
+from dfe_jax.models import architecture
 from dfe_jax.models import quantizer as vq
 from dfe_jax.models import rvq_vae
 from dfe_jax.models import temporal_conv
@@ -43,60 +43,36 @@ def step_frames(num_steps, factor, num_frames):
   return start_S, np.minimum(start_S + factor, num_frames).astype(np.int32)
 
 
-def _max_pad(kernel, dilation=1, stride=1):
-  """The larger side of a conv's 'same' padding: how far past its own block it reads."""
-  return conv1d.same_padding(kernel, dilation, stride)[1]
-
-
-def receptive_field_frames(model_config):
+def receptive_field_frames(model):
   """How many frames either side of a latent step's own frames can change its code."""
-  if model_config.name != "temporal_conv":
-    return 0
-  c = model_config.conv
-  # Reaches add up layer by layer, each in frames of its input's resolution.
-  reach, stride = _max_pad(c.kernel_size), 1
-  for _ in range(model_config.downsample_log2):
-    reach += stride * _max_pad(c.down_kernel, stride=2)
-    stride *= 2
-    reach += stride * sum(_max_pad(c.kernel_size, d) for d in c.dilations)
-  return reach + stride * _max_pad(c.kernel_size)
+  if not isinstance(model.encoder, temporal_conv.Encoder):
+    return 0  # The per-frame transformer: each latent sees its own frame only.
+  return architecture.receptive_field_frames(model.encoder.layers())
 
 
 def _round_up(n, multiple):
   return -(-n // multiple) * multiple
 
 
-def _conv(x_BTC, conv, dilation=1, stride=1):
-  """The model's `temporal_conv.Conv` with the parameters `conv`, in float32."""
-  taps, _, features = conv["kernel"].shape
-  return temporal_conv.Conv(features, taps, stride, dilation).apply({"params": conv}, x_BTC)
-
-
-def temporal_conv_encode(params, model_config, x_BTF, valid_BT, length_B):
-  """The temporal conv encoder of `params` on windows whose sequence ends at `length_B` frames.
+def temporal_conv_encode(layers, params, x_BTF, valid_BT, length_B):
+  """The encoder `layers` with weights `params` on windows whose sequences end at `length_B`.
 
   Positions at or past a window's length are zeroed before every convolution that mixes time,
-  as the convolutions' zero padding would do at the end of a sequence of that length.
+  as the convolutions' zero padding would do at the end of a sequence of that length. The convs
+  are the model's own `temporal_conv.Conv`, in float32.
   """
-  c = model_config.conv
   frames = x_BTF.shape[1]
 
-  def masked(h_BTC):
-    factor = frames // h_BTC.shape[1]
-    keep_BT = jnp.arange(h_BTC.shape[1])[None, :] * factor < length_B[:, None]
-    return jnp.where(keep_BT[..., None], h_BTC, 0.0)
+  def conv(layer, h_BTC):
+    if layer.kernel_size > 1:
+      factor = frames // h_BTC.shape[1]
+      keep_BT = jnp.arange(h_BTC.shape[1])[None, :] * factor < length_B[:, None]
+      h_BTC = jnp.where(keep_BT[..., None], h_BTC, 0.0)
+    module = temporal_conv.conv_module(temporal_conv.Conv, layer, jnp.float32)
+    return module.apply({"params": params[layer.name]}, h_BTC)
 
-  p = params["encoder"]
-  n = model_config.downsample_log2
   h = jnp.where(valid_BT[..., None], x_BTF, 0.0).astype(jnp.float32)
-  h = jax.nn.relu(_conv(h, p["Conv_0"]))
-  for stage in range(n):
-    h = _conv(masked(h), p[f"Conv_{stage + 1}"], stride=2)
-    stack = p[f"ResStack_{stage}"]
-    for i, dilation in enumerate(c.dilations):
-      r = _conv(masked(jax.nn.relu(h)), stack[f"Conv_{2 * i}"], dilation=dilation)
-      h = h + _conv(jax.nn.relu(r), stack[f"Conv_{2 * i + 1}"])
-  return _conv(masked(h), p[f"Conv_{n + 1}"])
+  return architecture.run(layers, h, conv, jax.nn.relu)
 
 
 def residual_codes(variables, quantizer_config, z_ND):
@@ -117,8 +93,9 @@ def residual_codes(variables, quantizer_config, z_ND):
 
 def _encode_batch(model, model_config, variables, x_BTF, valid_BT, length_B):
   """(codes [B, S, L], latents [B, S, D], latent valid [B, S]) of a batch of windows."""
-  if model_config.name == "temporal_conv":
-    z_BSD = temporal_conv_encode(variables["params"], model_config, x_BTF, valid_BT, length_B)
+  if isinstance(model.encoder, temporal_conv.Encoder):
+    z_BSD = temporal_conv_encode(model.encoder.layers(), variables["params"]["encoder"], x_BTF,
+                                 valid_BT, length_B)
   else:  # Frames are independent: padding cannot change the others.
     z_BSD = model.apply(variables, x_BTF, valid_BT,
                         method=lambda m, x, v: m.encoder(x, v)).astype(jnp.float32)
@@ -143,7 +120,7 @@ class ChunkedEncoder:
   def __init__(self, trained, chunk_frames=4096, batch_frames=32768):
     config = trained.config.model
     self.factor = downsample_factor(config)
-    self.context = _round_up(receptive_field_frames(config), self.factor)
+    self.context = _round_up(receptive_field_frames(trained.model), self.factor)
     self.chunk_frames = _round_up(max(chunk_frames, self.factor), self.factor)
     self.batch_frames = batch_frames
     self.num_features = trained.info["num_features"]

@@ -1,6 +1,8 @@
 """Exports a trained workdir to one `model.npz` (+ `model.json`) for `dfe_jax.tokenizer.numpy_tokenizer`.
 
-`model.npz` holds `params/<module path>/<name>` float32 weights, `codebooks` [C, K, E], the
+`model.npz` holds the encoder's and decoder's layer lists as JSON (`encoder_layers_json`,
+`decoder_layers_json`: `models.architecture.to_json`), `params/<module path>/<name>` float32
+weights (a conv layer's under `params/encoder/<layer name>/`), `codebooks` [C, K, E], the
 normalisation (`norm_mode`, `norm_mean`, `norm_std`, and the training subjects' means as
 `norm_subject_ids` / `norm_subject_mean`), `feature_names`, `fps`, `step`, `format_version` and
 the resolved config as `config_json`. The JSON sidecar repeats everything but the arrays.
@@ -14,6 +16,7 @@ import numpy as np
 
 from dfe_jax.formats import outputs
 from dfe_jax.formats import provenance
+from dfe_jax.models import architecture
 from dfe_jax.tokenizer import numpy_tokenizer
 
 
@@ -50,6 +53,10 @@ def export_arrays(trained):
   arrays = {
       "format_version": np.int32(numpy_tokenizer.FORMAT_VERSION),
       "config_json": np.array(json.dumps(trained.config.to_dict())),
+      "encoder_layers_json": np.array(json.dumps(
+          architecture.to_json(trained.model.encoder.layers()))),
+      "decoder_layers_json": np.array(json.dumps(
+          architecture.to_json(trained.model.decoder.layers()))),
       "feature_names": np.array(trained.info["feature_names"]),
       "fps": np.float64(trained.info["fps"]),
       "step": np.int64(trained.step),

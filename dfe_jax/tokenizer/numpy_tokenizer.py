@@ -7,8 +7,9 @@ so this one file can be copied to a machine without JAX.
   many = tok.encode_many([(tok.normalize(x, v), v) for x, v in videos])   # batched: faster
   x_TF = tok.decode(out["codes"], num_frames=len(features_TF))
 
-It computes what `dfe_jax.tokenizer.tokenize_lib` computes: the temporal conv encoder as im2col matmuls
-(BLAS), long videos in chunks with receptive-field context (codes equal whole-video encoding),
+It computes what `dfe_jax.tokenizer.tokenize_lib` computes: the encoder and decoder layer lists
+that `model.npz` carries (written from `dfe_jax.models.architecture`), each conv an im2col
+matmul (BLAS), long videos in chunks with receptive-field context (codes equal whole-video encoding),
 nearest codes by ||r||^2 - 2 r.c + ||c||^2 in float32 with ties going to the lowest index (as
 `jnp.argmin`), and a skipped level (-1) adding a zero vector when decoding. Codes may differ
 from the JAX path only where two codes are equally near within float rounding.
@@ -21,13 +22,13 @@ import json
 
 import numpy as np
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READS_VERSIONS = (1, 2)  # 1: before the layer lists (no `*_layers_json`; Flax's layer names).
 _F32 = np.float32
 
 
-def _max_pad(kernel, dilation=1, stride=1):
-  total = dilation * (kernel - 1) - (stride - 1)
-  return total - total // 2
+class ModelFileError(ValueError):
+  """A model.npz this tokenizer cannot use; the message names the file and what is wrong."""
 
 
 def _round_up(n, multiple):
@@ -42,18 +43,92 @@ def _l2_normalize(x, eps=1e-6):
   return x / np.sqrt(np.maximum(np.sum(x * x, axis=-1, keepdims=True), eps * eps))
 
 
+def _same_padding(kernel, dilation=1, stride=1):
+  total = dilation * (kernel - 1) - (stride - 1)
+  return total // 2, total - total // 2
+
+
+def _run(layers, h, conv):
+  """Applies a layer list (`architecture.to_json`'s dicts): conv(layer, h), ReLU, x + body(x)."""
+  for layer in layers:
+    if layer["kind"] == "conv":
+      h = conv(layer, h)
+    elif layer["kind"] == "relu":
+      h = _relu(h)
+    else:
+      h = h + _run(layer["body"], h, conv)
+  return h
+
+
+def _convs(layers):
+  """Every conv layer of a list, residual bodies included; unknown kinds raise ValueError."""
+  out = []
+  for layer in layers:
+    if layer.get("kind") == "conv":
+      out.append(layer)
+    elif layer.get("kind") == "residual":
+      out += _convs(layer["body"])
+    elif layer.get("kind") != "relu":
+      raise ValueError(f"layer {layer.get('name', layer)!r} has kind {layer.get('kind')!r}, "
+                       "not conv, relu or residual: written by a newer dfe_jax?")
+  return out
+
+
+def _receptive_field_frames(layers):
+  """Input frames either side of an output step's own frames that can change it."""
+  reach, frames_per_step = 0, 1
+  for layer in layers:
+    if layer["kind"] == "residual":
+      reach += frames_per_step * _receptive_field_frames(layer["body"])
+    elif layer["kind"] == "conv":
+      reach += frames_per_step * _same_padding(layer["kernel_size"], layer["dilation"],
+                                               layer["stride"])[1]
+      frames_per_step *= layer["stride"]
+  return reach
+
+
+def _format1_layers(model_config):
+  """(encoder, decoder) layer lists of a format-1 file, which predates them: the architecture
+  of those versions under Flax's automatic names. Frozen; a test holds it equal to
+  `architecture`'s lists renamed by `architecture.legacy_names`."""
+  conv = model_config["conv"]
+  k, n, width = conv["kernel_size"], model_config["downsample_log2"], model_config["width"]
+
+  def c(name, features, kernel, stride=1, dilation=1, upsample=1):
+    return {"kind": "conv", "name": name, "features": features, "kernel_size": kernel,
+            "stride": stride, "dilation": dilation, "upsample": upsample}
+
+  def stack(stage):
+    return [{"kind": "residual", "body": [
+        {"kind": "relu"}, c(f"ResStack_{stage}/Conv_{2 * i}", width, k, dilation=d),
+        {"kind": "relu"}, c(f"ResStack_{stage}/Conv_{2 * i + 1}", width, 1)]}
+            for i, d in enumerate(conv["dilations"])]
+
+  encoder = [c("Conv_0", width, k), {"kind": "relu"}]
+  decoder = [c("Conv_0", width, k), {"kind": "relu"}]
+  for s in range(n):
+    encoder += [c(f"Conv_{s + 1}", width, conv["down_kernel"], stride=2)] + stack(s)
+    decoder += stack(s) + [c(f"Conv_{s + 1}", width, k, upsample=2)]
+  encoder.append(c(f"Conv_{n + 1}", model_config["code_dim"], k))
+  decoder += [c(f"Conv_{n + 1}", width, k), {"kind": "relu"},
+              c(f"Conv_{n + 2}", model_config["feature_dim"], k)]
+  return encoder, decoder
+
+
 class NumpyTokenizer:
   """An exported model: weights, codebooks, normalisation and config, applied with NumPy."""
 
-  def __init__(self, arrays):
-    if int(arrays["format_version"]) != FORMAT_VERSION:
-      raise ValueError(f"model.npz format {int(arrays['format_version'])} is not "
-                       f"{FORMAT_VERSION}; re-export it with this version of dfe_jax")
+  def __init__(self, arrays, path="model.npz"):
+    version = int(arrays["format_version"]) if "format_version" in arrays else None
+    if version not in READS_VERSIONS:
+      raise ModelFileError(f"{path}: model.npz format {version}; this tokenizer reads formats "
+                           f"{', '.join(map(str, READS_VERSIONS))}: export it again with the "
+                           "dfe_jax that reads it")
     self.config = json.loads(str(arrays["config_json"]))
     self.model_config = self.config["model"]
     if self.model_config["name"] != "temporal_conv":
-      raise ValueError(f"the NumPy tokenizer supports temporal_conv models, not "
-                       f"{self.model_config['name']!r}")
+      raise ModelFileError(f"{path}: the NumPy tokenizer supports temporal_conv models, not "
+                           f"{self.model_config['name']!r}")
     self.feature_names = tuple(str(n) for n in arrays["feature_names"])
     self.fps = float(arrays["fps"])
     self.norm_mode = str(arrays["norm_mode"])
@@ -61,18 +136,39 @@ class NumpyTokenizer:
     self.norm_std = arrays["norm_std"].astype(_F32)
     self.params = {k[len("params/"):]: v.astype(_F32) for k, v in arrays.items()
                    if k.startswith("params/")}
+    if version == 1:
+      self.encoder_layers, self.decoder_layers = _format1_layers(self.model_config)
+    else:
+      self.encoder_layers = json.loads(str(arrays["encoder_layers_json"]))
+      self.decoder_layers = json.loads(str(arrays["decoder_layers_json"]))
+    for part in ("encoder", "decoder"):
+      self._check_weights(path, part)
     q = self.model_config["quantizer"]
     self.has_codes = q["kind"] == "rvq"
     self.codebooks_CKE = arrays["codebooks"].astype(_F32) if self.has_codes else None
     self.num_levels = q["num_levels"] if self.has_codes else 0
     self.cosine = bool(q["cosine"]) if self.has_codes else False
     self.lookup_dim = int(q["lookup_dim"]) if self.has_codes else 0
-    conv = self.model_config["conv"]
-    self.kernel_size, self.down_kernel = conv["kernel_size"], conv["down_kernel"]
-    self.dilations = tuple(conv["dilations"])
-    self.downsample_log2 = self.model_config["downsample_log2"]
-    self.factor = 2 ** self.downsample_log2
-    self.context = _round_up(self.receptive_field_frames(), self.factor)
+    self.factor = 2 ** self.model_config["downsample_log2"]
+    self.context = _round_up(_receptive_field_frames(self.encoder_layers), self.factor)
+
+  def _check_weights(self, path, part):
+    """Every conv of the `part` layer list has its kernel and bias, of the layer's shape."""
+    try:
+      convs = _convs(getattr(self, part + "_layers"))
+    except ValueError as e:
+      raise ModelFileError(f"{path}: {part} {e}") from None
+    for layer in convs:
+      name = f"{part}/{layer['name']}"
+      kernel, bias = self.params.get(name + "/kernel"), self.params.get(name + "/bias")
+      if kernel is None or bias is None:
+        raise ModelFileError(f"{path}: layer {name} has no weights (params/{name}/kernel and "
+                             "/bias)")
+      if kernel.shape[0] != layer["kernel_size"] or kernel.shape[2] != layer["features"] or (
+          bias.shape != (layer["features"],)):
+        raise ModelFileError(
+            f"{path}: layer {name} has weights {kernel.shape} + {bias.shape}, not kernel "
+            f"{layer['kernel_size']} taps to {layer['features']} features")
 
   @classmethod
   def load(cls, path):
@@ -81,17 +177,8 @@ class NumpyTokenizer:
       with np.load(path, allow_pickle=False) as data:
         arrays = {k: data[k] for k in data.files}
     except (OSError, ValueError, EOFError) as e:  # Never NumPy's advice to unpickle the file.
-      raise ValueError(f"{path}: not a readable model.npz") from e
-    return cls(arrays)
-
-  def receptive_field_frames(self):
-    """Frames either side of a latent step's own frames that can change its code."""
-    reach, stride = _max_pad(self.kernel_size), 1
-    for _ in range(self.downsample_log2):
-      reach += stride * _max_pad(self.down_kernel, stride=2)
-      stride *= 2
-      reach += stride * sum(_max_pad(self.kernel_size, d) for d in self.dilations)
-    return reach + stride * _max_pad(self.kernel_size)
+      raise ModelFileError(f"{path}: not a readable model.npz") from e
+    return cls(arrays, path)
 
   def normalize(self, x_TF, valid_T=None, subject_mean=None):
     """Normalised frames; in `subject` mode the subject's mean is removed (by default the mean
@@ -112,15 +199,18 @@ class NumpyTokenizer:
 
   # --- encoder -------------------------------------------------------------------------------
 
-  def _conv(self, x_BTC, name, dilation=1, stride=1):
-    """`temporal_conv.Conv` on a batch [B, T, C] as one im2col matmul (BLAS wants big M)."""
+  def _conv(self, x_BTC, part, layer):
+    """A conv layer of `part` on a batch [B, T, C] as one im2col matmul (BLAS wants big M)."""
+    name = f"{part}/{layer['name']}"
     kernel, bias = self.params[name + "/kernel"], self.params[name + "/bias"]
+    if layer["upsample"] > 1:
+      x_BTC = np.repeat(x_BTC, layer["upsample"], axis=1)  # Nearest-neighbour upsampling.
+    dilation, stride = layer["dilation"], layer["stride"]
     taps, channels, out = kernel.shape
-    total = dilation * (taps - 1) - (stride - 1)
-    left = total // 2
+    left, right = _same_padding(taps, dilation, stride)
     batch, steps = x_BTC.shape[0], x_BTC.shape[1] // stride
-    if total:
-      x_BTC = np.pad(x_BTC, ((0, 0), (left, total - left), (0, 0)))
+    if left or right:
+      x_BTC = np.pad(x_BTC, ((0, 0), (left, right), (0, 0)))
     if taps == 1:
       cols = x_BTC
     else:
@@ -134,22 +224,18 @@ class NumpyTokenizer:
     return y.reshape(batch, steps, out)
 
   def _encode_windows(self, x_BTF, length_B):
-    """Latents [B, T / f, D] of windows whose sequences end at `length_B` frames (tokenize_lib)."""
+    """Latents [B, T / f, D] of windows whose sequences end at `length_B` frames (tokenize_lib):
+    positions at or past the length are zeroed before each conv that mixes time."""
     frames = x_BTF.shape[1]
 
-    def masked(h_BTC):
-      factor = frames // h_BTC.shape[1]
-      keep_BT = np.arange(h_BTC.shape[1])[None, :] * factor < length_B[:, None]
-      return h_BTC if keep_BT.all() else h_BTC * keep_BT[..., None]
+    def conv(layer, h_BTC):
+      if layer["kernel_size"] > 1:
+        factor = frames // h_BTC.shape[1]
+        keep_BT = np.arange(h_BTC.shape[1])[None, :] * factor < length_B[:, None]
+        h_BTC = h_BTC if keep_BT.all() else h_BTC * keep_BT[..., None]
+      return self._conv(h_BTC, "encoder", layer)
 
-    h = _relu(self._conv(x_BTF, "encoder/Conv_0"))
-    for stage in range(self.downsample_log2):
-      h = self._conv(masked(h), f"encoder/Conv_{stage + 1}", stride=2)
-      for i, dilation in enumerate(self.dilations):
-        stack = f"encoder/ResStack_{stage}/Conv_"
-        r = self._conv(masked(_relu(h)), f"{stack}{2 * i}", dilation=dilation)
-        h = h + self._conv(_relu(r), f"{stack}{2 * i + 1}")
-    return self._conv(masked(h), f"encoder/Conv_{self.downsample_log2 + 1}")
+    return _run(self.encoder_layers, x_BTF, conv)
 
   def _windows(self, num_frames, chunk_frames):
     """(start, length, keep_begin, keep_end) of the windows covering a video (tokenize_lib)."""
@@ -266,16 +352,8 @@ class NumpyTokenizer:
 
   def decode_latents(self, z_SD, num_frames=None, denormalized=True, subject_mean=None):
     """Expression vectors [T, F] from latents [S, D] (the whole sequence at once)."""
-    h = _relu(self._conv(np.asarray(z_SD, _F32)[None], "decoder/Conv_0"))
-    for stage in range(self.downsample_log2):
-      for i, dilation in enumerate(self.dilations):
-        stack = f"decoder/ResStack_{stage}/Conv_"
-        r = self._conv(_relu(h), f"{stack}{2 * i}", dilation=dilation)
-        h = h + self._conv(_relu(r), f"{stack}{2 * i + 1}")
-      h = self._conv(np.repeat(h, 2, axis=1), f"decoder/Conv_{stage + 1}")
-    n = self.downsample_log2
-    h = _relu(self._conv(h, f"decoder/Conv_{n + 1}"))
-    x_TF = self._conv(h, f"decoder/Conv_{n + 2}")[0, :num_frames]
+    x_TF = _run(self.decoder_layers, np.asarray(z_SD, _F32)[None],
+                lambda layer, h: self._conv(h, "decoder", layer))[0, :num_frames]
     if not denormalized:
       return x_TF
     offset = self.norm_mean if subject_mean is None else np.asarray(subject_mean, _F32)

@@ -7,12 +7,12 @@ import os
 
 import jax
 import ml_collections
-import orbax.checkpoint as ocp
 
 from dfe_jax import models
 from dfe_jax.formats import dataset_info
 from dfe_jax.formats import filesystem
 from dfe_jax.formats import outputs
+from dfe_jax.training import checkpointing
 from dfe_jax.training import train_step
 
 
@@ -42,8 +42,7 @@ def load(workdir, step=None, best=False):
   if not filesystem.isdir(directory) or not any(
       name.isdigit() for name in filesystem.listdir(directory)):
     raise FileNotFoundError(f"{directory}: no checkpoint; train first (python -m dfe_jax.train)")
-  manager = ocp.CheckpointManager(directory, item_names=("state", "meta"),
-                                  options=ocp.CheckpointManagerOptions(read_only=True))
+  manager = checkpointing.read_only_manager(directory)
   step = manager.latest_step() if step is None else step
   if step is None or step not in manager.all_steps():
     raise FileNotFoundError(f"{directory}: no checkpoint" + (f" at step {step}" if step else ""))
@@ -56,8 +55,7 @@ def load(workdir, step=None, best=False):
   on_here = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
   abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=on_here),
                           abstract)
-  state = manager.restore(step, args=ocp.args.Composite(
-      state=ocp.args.StandardRestore(abstract)))["state"]
+  state = checkpointing.restore_state(manager, step, abstract, model)
   manager.close()
   return TrainedModel(config, info, model, {"params": state.params, "vq_stats": state.vq_stats},
                       step)

@@ -127,8 +127,8 @@ def train_and_evaluate(config, workdir, mesh=None):
                                      num_features=info["num_features"]),
                    out_shardings=replicated)
   state = create(jax.random.PRNGKey(config.seed))
-  checkpoints = checkpointing.Checkpoints(workdir, config.keep_checkpoints, config.best_metric,
-                                          config.best_mode)
+  checkpoints = checkpointing.Checkpoints(workdir, model, config.keep_checkpoints,
+                                          config.best_metric, config.best_mode)
   state, origin = checkpoints.restore(state, config.get("init_from", ""))
   start_step = int(jax.device_get(state.step))
   logging.info("train: %s; %d devices, %d processes, global batch %d", origin,

@@ -9,6 +9,5 @@ operand. Same parameters and, up to float32 rounding, the same values and gradie
 from dfe_jax.models.xla_cpu.temporal_conv import Conv
 from dfe_jax.models.xla_cpu.temporal_conv import Decoder
 from dfe_jax.models.xla_cpu.temporal_conv import Encoder
-from dfe_jax.models.xla_cpu.temporal_conv import ResStack
 
-__all__ = ["Conv", "Decoder", "Encoder", "ResStack"]
+__all__ = ["Conv", "Decoder", "Encoder"]

@@ -1,14 +1,16 @@
-"""`models.temporal_conv`'s encoder and decoder on the XLA:CPU kernels: same parameters, same maths.
+"""`models.temporal_conv`'s encoder and decoder on the XLA:CPU kernels: same layers, same maths.
 
-Each module subclasses its plain namesake (same fields, class names and so `Conv_<i>` parameter
-names) and computes its convs with `xla_cpu.conv1d` and its ReLUs with `xla_cpu.activations.relu`;
-the decoder's last upsampling conv and the conv after it run as one composed conv
-(`Conv.followed_by`). `tests/test_models.py` holds outputs and gradients equal to the plain model.
+Each module subclasses its plain namesake (same fields and parameter names) and computes its
+convs with `xla_cpu.conv1d` and its ReLUs with `xla_cpu.activations.relu`; an upsampling conv
+followed directly by a plain conv (the decoder's last stage and `hidden`) runs as one composed
+conv (`Conv.followed_by`). `tests/test_models.py` holds outputs and gradients equal to the plain
+model.
 """
 
 import flax.linen as nn
 import jax.numpy as jnp
 
+from dfe_jax.models import architecture
 from dfe_jax.models import temporal_conv
 from dfe_jax.models.xla_cpu import conv1d
 from dfe_jax.models.xla_cpu.activations import relu
@@ -41,43 +43,41 @@ class Conv(temporal_conv.Conv):
     return y + bias.astype(self.dtype)
 
 
-class ResStack(temporal_conv.ResStack):
-  """`temporal_conv.ResStack` on `Conv` and `relu`."""
+def _composable(first, second):
+  """Whether `first` upsamples and `second` is a plain conv: `Conv.followed_by` runs them."""
+  return (isinstance(first, architecture.ConvLayer) and first.upsample > 1
+          and isinstance(second, architecture.ConvLayer)
+          and (second.stride, second.dilation, second.upsample) == (1, 1, 1))
 
-  @nn.compact
-  def __call__(self, h_BTW):
-    for dilation in self.dilations:
-      r_BTW = Conv(self.width, self.kernel_size, dilation=dilation, dtype=self.dtype)(relu(h_BTW))
-      h_BTW = h_BTW + Conv(self.width, 1, dtype=self.dtype)(relu(r_BTW))
-    return h_BTW
+
+def run(layers, h, dtype):
+  """`architecture.run` on these kernels, each upsampling conv composed with a plain one after."""
+  def module(layer):
+    return temporal_conv.conv_module(Conv, layer, dtype)
+
+  i = 0
+  while i < len(layers):
+    if i + 1 < len(layers) and _composable(layers[i], layers[i + 1]):
+      h = module(layers[i]).followed_by(module(layers[i + 1]), h)
+      i += 2
+    else:
+      h = architecture.run(layers[i:i + 1], h, lambda layer, h: module(layer)(h), relu)
+      i += 1
+  return h
 
 
 class Encoder(temporal_conv.Encoder):
-  """`temporal_conv.Encoder` on `Conv`, `ResStack` and `relu`."""
+  """`temporal_conv.Encoder` on `Conv` and `relu`."""
 
   @nn.compact
   def __call__(self, x_BTF, mask_BT):
     h = jnp.where(mask_BT[..., None], x_BTF, 0.0).astype(self.dtype)
-    h = relu(Conv(self.width, self.kernel_size, dtype=self.dtype)(h))
-    for _ in range(self.downsample_log2):
-      h = Conv(self.width, self.down_kernel, stride=2, dtype=self.dtype)(h)
-      h = ResStack(self.width, self.dilations, self.kernel_size, self.dtype)(h)
-    return Conv(self.code_dim, self.kernel_size, dtype=self.dtype)(h)
+    return run(self.layers(), h, self.dtype)
 
 
 class Decoder(temporal_conv.Decoder):
-  """`temporal_conv.Decoder` on `Conv`, `ResStack` and `relu`, its last two convs composed."""
+  """`temporal_conv.Decoder` on `Conv` and `relu`, an upsampling conv and the next composed."""
 
   @nn.compact
   def __call__(self, z_BSD):
-    h = relu(Conv(self.width, self.kernel_size, dtype=self.dtype)(z_BSD.astype(self.dtype)))
-    upsamples = [Conv(self.width, self.kernel_size, upsample=2, dtype=self.dtype)
-                 for _ in range(self.downsample_log2)]
-    conv = Conv(self.width, self.kernel_size, dtype=self.dtype)
-    for stage, upsample in enumerate(upsamples):
-      h = ResStack(self.width, self.dilations, self.kernel_size, self.dtype)(h)
-      if stage < len(upsamples) - 1:
-        h = upsample(h)
-    h = relu(upsamples[-1].followed_by(conv, h) if upsamples else conv(h))
-    h = Conv(self.feature_dim, self.kernel_size, dtype=self.dtype)(h)
-    return h.astype(jnp.float32)
+    return run(self.layers(), z_BSD.astype(self.dtype), self.dtype).astype(jnp.float32)
