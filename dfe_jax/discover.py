@@ -44,7 +44,7 @@ def main(argv):
     result = display_discovery.evaluate(trained, _TOKENS.value, _MANIFEST.value, split_of,
                                         threshold=_THRESHOLD.value, seed=_SEED.value)
     display_discovery.write(result, output_dir)
-  except (ValueError, FileNotFoundError, ingest_lib.InputError) as e:
+  except (ValueError, FileNotFoundError) as e:
     startup.fail("discover", e)
   print(display_discovery.markdown(result))
 

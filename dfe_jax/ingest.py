@@ -72,10 +72,10 @@ def main(argv):
       overwrite=_OVERWRITE.value, beam_options=tuple(beam_options.parse(_BEAM_OPTIONS.value)))
   try:
     if not _MANIFEST.value:
-      raise ingest_lib.InputError("--manifest is required")
+      raise ingest_lib.IngestError("--manifest is required")
     info = ingest_lib.ingest(_MANIFEST.value, _OUTPUT_DIR.value, options)
     print(ingest_lib.summary_line(info))
-  except (ingest_lib.InputError, ValueError) as e:
+  except ValueError as e:
     startup.fail("ingest", e)
 
 

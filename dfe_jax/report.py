@@ -50,7 +50,7 @@ def main(argv):
             top_tokens=_TOP_TOKENS.value, max_videos=_MAX_VIDEOS.value,
             heldout_videos=_HELDOUT.value, step=_STEP.value, best=_BEST.value,
             overwrite=_OVERWRITE.value))
-  except (OSError, ValueError, video_files.InputError) as e:
+  except (OSError, ValueError, video_files.VideoFileError) as e:
     startup.fail("report", e)
   print(f"report: {path}")
 

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from dfe_jax.data import ingest_lib
+from dfe_jax.formats import manifest as manifest_format
 from dfe_jax.tokenizer import chunked_encoder
 from dfe_jax.tokenizer import export_lib
 from dfe_jax.tokenizer import numpy_tokenizer
@@ -78,7 +79,7 @@ def test_bfloat16_checkpoint_holds_float32_parameters_and_codebook(runs):
 def _validation_videos(trained, corpus, shards):
   with open(os.path.join(shards, "videos.csv")) as f:
     val = {v["video_id"] for v in csv.DictReader(f) if v["split"] == "val"}
-  rows = [r for r in ingest_lib.read_manifest(corpus) if r["video_id"] in val]
+  rows = [r for r in manifest_format.read(corpus) if r["video_id"] in val]
   assert rows
   for row in rows:
     video = ingest_lib.load_and_resample(row, trained.info["fps"])

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from dfe_jax.data import ingest_lib
+from dfe_jax.formats import manifest as manifest_format
 from dfe_jax.formats import normalization
 from dfe_jax.formats import outputs
 from dfe_jax.tokenizer import chunked_encoder
@@ -67,7 +68,7 @@ def test_numpy_codes_and_decoding_match_jax_on_validation_videos(trained, export
   tok = numpy_tokenizer.NumpyTokenizer.load(exported)
   info = trained.info
   val = {v["video_id"] for v in _videos(small_shards) if v["split"] == "val"}
-  rows = [r for r in ingest_lib.read_manifest(small_corpus) if r["video_id"] in val]
+  rows = [r for r in manifest_format.read(small_corpus) if r["video_id"] in val]
   assert rows
   encoder = chunked_encoder.ChunkedEncoder(trained, chunk_frames=128)
   compared = differing = 0

@@ -32,17 +32,17 @@ def _error(path, **kwargs):
 
 
 def test_manifest_round_trip_resolves_paths_and_keeps_every_column(tmp_path):
-  rows = [{"video_id": "a", "subject_id": "s1", "path": "a.npz", "split": "train",
-           "stress": "1"},
-          {"video_id": "b", "subject_id": "s2", "path": "b.npz", "stress": "0,5"}]
+  rows = [{"video_id": "a", "subject_id": "s1", "path": "a.npz", "split": "train"},
+          {"video_id": "b", "subject_id": "s2", "path": "b.npz", "split": "val",
+           "stress": "0,5"}]
   for r in rows:
     (tmp_path / r["path"]).write_bytes(b"")
   path = manifest.write(str(tmp_path / "manifest.csv"), rows,
                         columns=["video_id", "subject_id", "path", "split", "stress"])
   back = manifest.read(path)
   assert [r["path"] for r in back] == [str(tmp_path / "a.npz"), str(tmp_path / "b.npz")]
-  assert [r["split"] for r in back] == ["train", ""]
-  assert [r["stress"] for r in back] == ["1", "0,5"]
+  assert [r["split"] for r in back] == ["train", "val"]
+  assert [r["stress"] for r in back] == ["", "0,5"]
   assert manifest.label_columns(back) == ["stress"]
 
 
@@ -58,6 +58,11 @@ def test_manifest_round_trip_resolves_paths_and_keeps_every_column(tmp_path):
     (HEADER + "a,s1,a.npz,train,1\n\na,s2,b.npz,train,0\n", {},
      ":4: duplicate video_id 'a' (first on line 2)"),
     (HEADER + "a,s1,a.npz,dev,1\n", {}, ":2: split 'dev' is not one of train, val, test"),
+    (HEADER + "a,s1,a.npz,train,1\nb,s2,b.npz,,0\n", {},
+     ":3: video 'b' has no split, but other videos have one (give all or none)"),
+    (HEADER + "a,s1,a.npz,train,1\nb,s1,b.npz,test,0\n", {},
+     ":3: subject 's1' is in split 'test' here and 'train' on line 2: a subject stays on one "
+     "side"),
     (HEADER + "a,s1,a.npz,train,1\nc,s2,c.npz,train,0\n", {},
      ":3: video 'c' points at a missing file "),
     (HEADER + "a,s1,a.npz,train,1\na,s2,b.npz,train,0\n", {"need_files": False},
@@ -85,19 +90,17 @@ def test_probe_reads_ids_and_labels_without_paths_or_files(tmp_path):
   assert [r["path"] for r in rows] == [str(tmp_path / "gone.npz"), ""]
 
 
-def test_ingest_and_probe_read_the_manifest_through_the_one_reader(tmp_path):
-  from dfe_jax.data import ingest_lib  # pylint: disable=g-import-not-at-top
+def test_the_probe_reads_the_manifest_through_the_one_reader(tmp_path):
   from dfe_jax.probing import inputs  # pylint: disable=g-import-not-at-top
   path = _write(tmp_path, HEADER + "a,s1,a.npz,train,1\nb,s2,b.npz,val,0\n")
-  rows = ingest_lib.read_manifest(path)
+  rows = manifest.read(path)
   probe = inputs.read_manifest(path)
   assert probe.rows == rows and probe.video_ids == ["a", "b"]
   np.testing.assert_array_equal(probe.subject_ids, ["s1", "s2"])
   assert probe.file_of(1) == str(tmp_path / "b.npz")
   bad = _write(tmp_path, HEADER + "a,s1,a.npz,train,1\na,s2,b.npz,val,0\n")
-  for read in (ingest_lib.read_manifest, inputs.read_manifest):
-    with pytest.raises(manifest.ManifestError, match="duplicate video_id 'a'"):
-      read(bad)
+  with pytest.raises(manifest.ManifestError, match="duplicate video_id 'a'"):
+    inputs.read_manifest(bad)
 
 
 RESULTS = {"tasks": {"stress": {"type": "classification", "auroc": float("nan")}},

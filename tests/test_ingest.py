@@ -18,6 +18,7 @@ from dfe_jax.data import moments
 from dfe_jax.formats import manifest as manifest_format
 from dfe_jax.formats import normalization
 from dfe_jax.formats import outputs
+from dfe_jax.formats import video_files
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -187,27 +188,27 @@ def _bad_case(case, tmp_path, rows):
   if case == "unreadable":
     (bad / "x.npz").write_bytes(b"not a zip file")
     rows[1]["path"] = str(bad / "x.npz")
-    return "not a readable .npz file"
+    return video_files.VideoFileError, "not a readable .npz file"
   if case == "empty":
     outputs.save_npz(str(bad / "x.npz"), features=np.zeros((0, 53), np.float32), fps=25.0)
     rows[1]["path"] = str(bad / "x.npz")
-    return "empty video"
+    return video_files.VideoFileError, "empty video"
   if case == "shape":
     np.save(bad / "x.npy", np.zeros(10, np.float32))
     rows[1]["path"] = str(bad / "x.npy")
     rows[1]["fps"] = "25"
-    return "must be a [frames, features] matrix"
+    return video_files.VideoFileError, "must be a [frames, features] matrix"
   if case == "width":
     np.save(bad / "x.npy", np.zeros((30, 12), np.float32))
     rows[1]["path"] = str(bad / "x.npy")
     rows[1]["fps"] = "25"
-    return "feature names differ"
+    return video_files.VideoFileError, "feature names differ"
   if case == "duplicate":
     rows[1]["video_id"] = rows[0]["video_id"]
-    return "duplicate video_id"
+    return manifest_format.ManifestError, "duplicate video_id"
   if case == "missing":
     rows[1]["path"] = str(bad / "nowhere.npz")
-    return "missing file"
+    return manifest_format.ManifestError, "missing file"
   raise AssertionError(case)
 
 
@@ -217,17 +218,16 @@ def test_bad_input_stops_with_one_line_and_writes_nothing(case, small_corpus, tm
   rows = _copy_corpus(small_corpus, tmp_path)[:3]
   for r in rows:
     r["fps"] = ""
-  expected = _bad_case(case, tmp_path, rows)
+  error, expected = _bad_case(case, tmp_path, rows)
   out = tmp_path / "out"
-  with pytest.raises((ingest_lib.InputError, manifest_format.ManifestError),
-                     match=re.escape(expected)) as e:
+  with pytest.raises(error, match=re.escape(expected)) as e:
     ingest_lib.ingest(_write_manifest(tmp_path / "m.csv", rows), str(out), OPTIONS)
   assert "\n" not in str(e.value)
   assert not out.exists() or os.listdir(out) == []
 
 
 def test_existing_dataset_is_not_overwritten_without_the_flag(small_corpus, small_shards):
-  with pytest.raises(ingest_lib.InputError, match="--overwrite"):
+  with pytest.raises(ingest_lib.IngestError, match="--overwrite"):
     ingest_lib.ingest(small_corpus, small_shards, OPTIONS)
 
 

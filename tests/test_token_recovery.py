@@ -3,8 +3,8 @@ labels follow the dominant display of each step's frames."""
 
 import numpy as np
 
-from dfe_jax.data import ingest_lib
 from dfe_jax.data import input_pipeline
+from dfe_jax.formats import manifest as manifest_format
 from dfe_jax.formats import outputs
 from dfe_jax.synthetic import token_recovery
 
@@ -31,7 +31,7 @@ def test_cluster_scores_perfect_and_random():
 def planted_tokens(manifest, path, threshold):
   """A tokens file whose level-0 code is the true label of each 4-frame step."""
   ids, offsets, codes, valid, starts, ends = [], [0], [], [], [], []
-  for row in ingest_lib.read_manifest(manifest):
+  for row in manifest_format.read(manifest):
     data = outputs.load_npz(row["path"])
     frames = len(data["features"])
     start = np.arange(0, frames, 4, dtype=np.int32)

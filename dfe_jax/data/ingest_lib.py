@@ -32,9 +32,11 @@ from dfe_jax.formats import provenance
 from dfe_jax.formats import video_files
 
 FORMAT_VERSION = dataset_info.FORMAT_VERSION
-SPLITS = manifest_format.SPLITS
 _OUTPUT_FILES = ("dataset.json", "videos.csv", tfds_metadata.DATASET_INFO, tfds_metadata.FEATURES)
-InputError = video_files.InputError
+
+
+class IngestError(ValueError):
+  """Ingest options or output folder that cannot work; the one-line message says which."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,37 +58,22 @@ class IngestOptions:
   beam_options: tuple = ()
 
 
-def read_manifest(path):
-  """The manifest's rows, checked, `path` resolved (`formats.manifest.read`, the one reader)."""
-  return manifest_format.read(path)
-
-
 def assign_splits(rows, val_fraction, test_fraction, seed):
   """{video_id: split}: the manifest's own splits, or subjects drawn at random into splits.
 
-  Subjects, never videos, are assigned, so no subject lands on two sides.
+  Subjects, never videos, are assigned, so no subject lands on two sides (the manifest's
+  reader has checked that its own splits keep subjects on one side).
   """
   if any((r.get("split") or "").strip() for r in rows):
-    by_subject = collections.defaultdict(set)
-    for r in rows:
-      if not (r.get("split") or "").strip():
-        raise InputError(f"video {r['video_id']!r}: the manifest gives splits for some "
-                         "videos but not this one")
-      by_subject[r["subject_id"]].add(r["split"])
-    mixed = {s: sp for s, sp in by_subject.items() if len(sp) > 1}
-    if mixed:
-      s, sp = next(iter(mixed.items()))
-      raise InputError(f"subject {s!r} appears in splits {sorted(sp)}: a subject must stay "
-                       "on one side")
-    return {r["video_id"]: r["split"] for r in rows}
+    return {r["video_id"]: r["split"].strip() for r in rows}
   if not 0 <= val_fraction < 1 or not 0 <= test_fraction < 1 or val_fraction + test_fraction >= 1:
-    raise InputError("val_fraction and test_fraction must be in [0, 1) and sum below 1")
+    raise IngestError("val_fraction and test_fraction must be in [0, 1) and sum below 1")
   subjects = sorted({r["subject_id"] for r in rows})
   order = np.random.default_rng(seed).permutation(len(subjects))
   num_val = int(round(val_fraction * len(subjects)))
   num_test = int(round(test_fraction * len(subjects)))
   if num_val + num_test >= len(subjects):
-    raise InputError(f"{len(subjects)} subject(s) cannot fill train, val and test; lower "
+    raise IngestError(f"{len(subjects)} subject(s) cannot fill train, val and test; lower "
                      "--val_fraction/--test_fraction")
   split_of = {}
   for rank, i in enumerate(order):
@@ -103,10 +90,10 @@ def source_fps(row):
     try:
       data = outputs.load_npz(row["path"])
     except outputs.UnreadableFileError as e:
-      raise InputError(str(e)) from None
+      raise video_files.VideoFileError(str(e)) from None
     if "fps" in data:
       return float(data["fps"])
-  raise InputError(f"{row['path']}: no frame rate; add an 'fps' column to the manifest")
+  raise video_files.VideoFileError(f"{row['path']}: no frame rate; add an 'fps' column to the manifest")
 
 
 def resample(x_TD, valid_T, from_fps, to_fps):
@@ -163,7 +150,7 @@ def check_output_dir(output_dir, overwrite):
   if not filesystem.exists(os.path.join(output_dir, "dataset.json")):
     return
   if not overwrite:
-    raise InputError(f"{output_dir}: already holds a dataset; pass --overwrite to replace it")
+    raise IngestError(f"{output_dir}: already holds a dataset; pass --overwrite to replace it")
   for name in filesystem.listdir(output_dir):
     if name.endswith(".tfrecord") or name in _OUTPUT_FILES:
       filesystem.remove(os.path.join(output_dir, name))
@@ -172,7 +159,7 @@ def check_output_dir(output_dir, overwrite):
 def ingest(manifest, output_dir, options):
   """Ingests `manifest` into `output_dir` with the Beam pipeline; returns the dataset.json dict.
 
-  Bad input stops it with one InputError line naming the first bad file in manifest order, and
+  Bad input stops it with one line (`ManifestError`, `VideoFileError`, `IngestError`) naming the first bad file in manifest order, and
   nothing is left in `output_dir`.
   """
   from dfe_jax.data import beam_options  # pylint: disable=g-import-not-at-top
@@ -187,9 +174,9 @@ def _ingest(manifest, output_dir, options):
   from dfe_jax.data import beam_options  # pylint: disable=g-import-not-at-top
   from dfe_jax.data import ingest_pipeline  # pylint: disable=g-import-not-at-top
   if options.num_shards < 1 or options.chunk_frames < 1:
-    raise InputError("--num_shards and --chunk_frames must be at least 1")
+    raise IngestError("--num_shards and --chunk_frames must be at least 1")
   check_output_dir(output_dir, options.overwrite)
-  rows = read_manifest(manifest)
+  rows = manifest_format.read(manifest)
   split_of = assign_splits(rows, options.val_fraction, options.test_fraction, options.seed)
   filesystem.makedirs(output_dir)
   staging = os.path.join(output_dir, f".staging-{uuid.uuid4().hex[:8]}")
@@ -202,7 +189,7 @@ def _ingest(manifest, output_dir, options):
     with filesystem.open(os.path.join(staging, ingest_pipeline.SUMMARY_FILE)) as f:
       summary = json.load(f)
     if summary["error"]:
-      raise InputError(summary["error"])
+      raise video_files.VideoFileError(summary["error"])
     info = _dataset_info(summary, rows, manifest, options)
     for entry in summary["shards"]:
       filesystem.rename(os.path.join(staging, entry["path"]),
@@ -227,7 +214,7 @@ def _dataset_info(summary, rows, manifest, options):
   """dataset.json from the pipeline's summary (docs/formats.md)."""
   videos = summary["videos"]
   names = videos[0]["feature_names"]
-  splits = {split: collections.Counter() for split in SPLITS
+  splits = {split: collections.Counter() for split in manifest_format.SPLITS
             if any(v["split"] == split for v in videos)}
   for v in videos:
     counts = splits[v["split"]]

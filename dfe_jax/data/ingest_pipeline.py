@@ -147,7 +147,7 @@ def _source_rate(indexed_row, source_fps):
   row, manifest_row = indexed_row
   try:
     return row, source_fps(manifest_row), ""
-  except video_files.InputError as e:
+  except video_files.VideoFileError as e:
     return row, None, str(e)
 
 
@@ -183,7 +183,7 @@ class ReadVideos(beam.DoFn):
       return
     try:
       video = self._load(manifest_row, rates["fps"])
-    except video_files.InputError as e:
+    except video_files.VideoFileError as e:
       summary["error"] = str(e)
       yield summary
       return
@@ -265,7 +265,7 @@ def build(pipeline, rows, split_of, staging, options, load, source_fps):
   """Adds the ingest transforms to `pipeline`; running it writes shards and the summary.
 
   `load(row, fps)` reads one video (ingest_lib.load_and_resample) and `source_fps(row)` gives
-  its frame rate; both raise InputError for bad input.
+  its frame rate; both raise VideoFileError for bad input.
   """
   subject_split = {r["subject_id"]: split_of[r["video_id"]] for r in rows}
   indexed = pipeline | "Videos" >> beam.Create(list(enumerate(rows)), reshuffle=True)

@@ -42,7 +42,8 @@ def read(path, need_files=True):
 
   Each non-empty `path` is resolved against the manifest's folder. Checked: the required columns
   are there, no row has more fields than the header, ids are non-empty and unique, `split` is
-  empty or one of SPLITS; with `need_files`, every row has a `path` to an existing file.
+  one of SPLITS, given for every row or for none, and the same for all of a subject's videos;
+  with `need_files`, every row has a `path` to an existing file.
   Errors give the line a row ends on (a quoted field may span lines).
   """
   reader = csv.DictReader(io.StringIO(_text(path), newline=""))
@@ -79,7 +80,26 @@ def read(path, need_files=True):
     rows.append(row)
   if not rows:
     raise ManifestError(f"{path}: manifest has no rows")
+  _check_splits(path, rows, first_line)
   return rows
+
+
+def _check_splits(path, rows, line_of):
+  """Splits are given for every video or none, and never put one subject on two sides."""
+  split_of_subject = {}
+  given = [bool((r.get("split") or "").strip()) for r in rows]
+  for row, has_split in zip(rows, given):
+    line = line_of[row["video_id"]]
+    if any(given) and not has_split:
+      raise ManifestError(f"{path}:{line}: video {row['video_id']!r} has no split, but other "
+                          "videos have one (give all or none)")
+    if not has_split:
+      continue
+    split = row["split"].strip()
+    first = split_of_subject.setdefault(row["subject_id"], (split, line))
+    if first[0] != split:
+      raise ManifestError(f"{path}:{line}: subject {row['subject_id']!r} is in split {split!r} "
+                          f"here and {first[0]!r} on line {first[1]}: a subject stays on one side")
 
 
 def label_columns(rows):

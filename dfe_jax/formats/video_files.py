@@ -1,6 +1,6 @@
 """Readers for per-video expression files: `.npz`, `.npy`, `.csv` and EMOCA-style folders.
 
-Every reader returns a `Video` or raises `InputError` naming the file and what is wrong.
+Every reader returns a `Video` or raises `VideoFileError` naming the file and what is wrong.
 """
 
 import csv
@@ -18,7 +18,7 @@ from dfe_jax.formats import outputs
 _CSV_META_COLUMNS = ("frame", "timestamp", "time", "valid")
 
 
-class InputError(ValueError):
+class VideoFileError(ValueError):
   """A user's input file or manifest row is unusable; the message names it."""
 
 
@@ -45,18 +45,18 @@ def _read_npz(path):
   try:
     data = outputs.load_npz(path)
   except outputs.UnreadableFileError as e:
-    raise InputError(str(e)) from None
+    raise VideoFileError(str(e)) from None
   if "features" not in data:
-    raise InputError(f"{path}: missing array 'features' (has: {', '.join(data)})")
+    raise VideoFileError(f"{path}: missing array 'features' (has: {', '.join(data)})")
   x = data["features"]
   _check_matrix(path, x)
   valid = data["valid"].astype(bool) if "valid" in data else np.ones(len(x), bool)
   if valid.shape != (len(x),):
-    raise InputError(f"{path}: 'valid' has shape {valid.shape}, expected ({len(x)},)")
+    raise VideoFileError(f"{path}: 'valid' has shape {valid.shape}, expected ({len(x)},)")
   names = (tuple(str(n) for n in data["feature_names"]) if "feature_names" in data
            else default_names(x.shape[1]))
   if len(names) != x.shape[1]:
-    raise InputError(f"{path}: {len(names)} feature_names for {x.shape[1]} feature columns")
+    raise VideoFileError(f"{path}: {len(names)} feature_names for {x.shape[1]} feature columns")
   fps = float(data["fps"]) if "fps" in data else None
   au = au_names = None
   if "au" in data:
@@ -68,13 +68,13 @@ def _read_npz(path):
 
 def _check_matrix(path, x):
   if x.ndim != 2:
-    raise InputError(f"{path}: features must be a [frames, features] matrix, got shape {x.shape}")
+    raise VideoFileError(f"{path}: features must be a [frames, features] matrix, got shape {x.shape}")
   if x.shape[0] == 0:
-    raise InputError(f"{path}: empty video (0 frames)")
+    raise VideoFileError(f"{path}: empty video (0 frames)")
   if x.shape[1] == 0:
-    raise InputError(f"{path}: no feature columns")
+    raise VideoFileError(f"{path}: no feature columns")
   if not np.issubdtype(x.dtype, np.number):
-    raise InputError(f"{path}: features are {x.dtype}, not numbers")
+    raise VideoFileError(f"{path}: features are {x.dtype}, not numbers")
 
 
 def _read_npy(path):
@@ -82,7 +82,7 @@ def _read_npy(path):
     try:
       x = np.load(io.BytesIO(f.read()), allow_pickle=False)
     except Exception as e:
-      raise InputError(f"{path}: not a readable .npy file ({e})") from None
+      raise VideoFileError(f"{path}: not a readable .npy file ({e})") from None
   _check_matrix(path, x)
   return Video(x.astype(np.float32), np.ones(len(x), bool), None, default_names(x.shape[1]))
 
@@ -91,15 +91,15 @@ def _read_csv(path):
   with filesystem.open(path, "r") as f:
     rows = list(csv.reader(f))
   if len(rows) < 2:
-    raise InputError(f"{path}: empty video (no data rows)")
+    raise VideoFileError(f"{path}: empty video (no data rows)")
   header = [h.strip() for h in rows[0]]
   keep = [i for i, h in enumerate(header) if h.lower() not in _CSV_META_COLUMNS]
   try:
     table = np.array([[float(v) if v.strip() else np.nan for v in r] for r in rows[1:]])
   except ValueError as e:
-    raise InputError(f"{path}: non-numeric value ({e})") from None
+    raise VideoFileError(f"{path}: non-numeric value ({e})") from None
   if table.ndim != 2 or table.shape[1] != len(header):
-    raise InputError(f"{path}: rows do not all have {len(header)} columns")
+    raise VideoFileError(f"{path}: rows do not all have {len(header)} columns")
   x = table[:, keep]
   _check_matrix(path, x)
   valid = np.ones(len(x), bool)
@@ -125,22 +125,22 @@ def _read_emoca_folder(path):
         exp = np.load(io.BytesIO(filesystem.open(os.path.join(frame, "exp.npy"), "rb").read()))
         pose = np.load(io.BytesIO(filesystem.open(os.path.join(frame, "pose.npy"), "rb").read()))
       except Exception as e:
-        raise InputError(f"{frame}: EMOCA frame needs readable exp.npy and pose.npy ({e})") from None
+        raise VideoFileError(f"{frame}: EMOCA frame needs readable exp.npy and pose.npy ({e})") from None
       exp, pose = exp.reshape(-1), pose.reshape(-1)
       if exp.size < 50 or pose.size < 6:
-        raise InputError(f"{frame}: exp.npy has {exp.size} values (need 50), pose.npy "
+        raise VideoFileError(f"{frame}: exp.npy has {exp.size} values (need 50), pose.npy "
                          f"{pose.size} (need 6)")
       rows.append(np.concatenate([exp[:50], pose[3:6]]))
     x = np.stack(rows)
     return Video(x.astype(np.float32), np.ones(len(x), bool), None, feature_spaces.FLAME53)
   files = [e for e in entries if e.endswith(".npy")]
   if not files:
-    raise InputError(f"{path}: empty folder (no per-frame .npy files or frame folders)")
+    raise VideoFileError(f"{path}: empty folder (no per-frame .npy files or frame folders)")
   vectors = []
   for name in files:
     v = np.load(io.BytesIO(filesystem.open(os.path.join(path, name), "rb").read())).reshape(-1)
     if vectors and v.size != vectors[0].size:
-      raise InputError(f"{os.path.join(path, name)}: {v.size} values, other frames have "
+      raise VideoFileError(f"{os.path.join(path, name)}: {v.size} values, other frames have "
                        f"{vectors[0].size}")
     vectors.append(v)
   x = np.stack(vectors)
@@ -150,12 +150,12 @@ def _read_emoca_folder(path):
 def read_video(path):
   """Reads one video's expression features from a `.npz`, `.npy`, `.csv` or folder."""
   if not filesystem.exists(path):
-    raise InputError(f"{path}: file not found")
+    raise VideoFileError(f"{path}: file not found")
   if filesystem.isdir(path):
     return _read_emoca_folder(path)
   suffix = os.path.splitext(path)[1].lower()
   reader = {".npz": _read_npz, ".npy": _read_npy, ".csv": _read_csv}.get(suffix)
   if reader is None:
-    raise InputError(f"{path}: unknown file type '{suffix}' (expected .npz, .npy, .csv or a "
+    raise VideoFileError(f"{path}: unknown file type '{suffix}' (expected .npz, .npy, .csv or a "
                      "folder of per-frame .npy)")
   return reader(path)

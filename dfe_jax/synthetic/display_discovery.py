@@ -21,7 +21,7 @@ import os
 
 import numpy as np
 
-from dfe_jax.data import ingest_lib
+from dfe_jax.formats import manifest as manifest_format
 from dfe_jax.formats import outputs
 from dfe_jax.formats import tokens as tokens_format
 from dfe_jax.synthetic import discovery
@@ -133,7 +133,7 @@ def evaluate(trained, tokens_path, manifest, split_of, *, threshold=0.25, seed=0
 
 def _train_subjects(tokens, manifest, split_of):
   """Subjects with a training-split video among the tokens."""
-  subject_of = {r["video_id"]: r["subject_id"] for r in ingest_lib.read_manifest(manifest)}
+  subject_of = {r["video_id"]: r["subject_id"] for r in manifest_format.read(manifest)}
   return {subject_of[str(v)] for v in tokens["video_id"]
           if split_of.get(str(v)) == "train" and str(v) in subject_of}
 

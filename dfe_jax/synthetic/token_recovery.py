@@ -17,6 +17,7 @@ from sklearn import cluster
 from sklearn import metrics
 
 from dfe_jax.data import ingest_lib
+from dfe_jax.formats import manifest as manifest_format
 from dfe_jax.formats import outputs
 from dfe_jax.formats import tokens as tokens_format
 from dfe_jax.tokenizer import tokenize_lib
@@ -78,7 +79,7 @@ class CorpusSteps:
 def corpus_steps(tokens, manifest, info, threshold=0.25):
   """Every valid latent step of `tokens` with the corpus's ground truth, normalised as the model
   saw its frames (per subject, like ingest). `threshold` decides the dominant-display label."""
-  rows = {r["video_id"]: r for r in ingest_lib.read_manifest(manifest)}
+  rows = {r["video_id"]: r for r in manifest_format.read(manifest)}
   by_subject = {}
   for v, vid in enumerate(tokens["video_id"]):
     vid = str(vid)

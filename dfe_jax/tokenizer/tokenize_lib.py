@@ -23,13 +23,13 @@ from dfe_jax import models
 from dfe_jax.data import ingest_lib
 from dfe_jax.data import input_pipeline
 from dfe_jax.formats import filesystem
+from dfe_jax.formats import manifest as manifest_format
 from dfe_jax.formats import normalization
 from dfe_jax.formats import outputs
 from dfe_jax.formats import tokens
 from dfe_jax.formats import video_files
 from dfe_jax.tokenizer import chunked_encoder
 
-InputError = video_files.InputError
 
 
 @dataclasses.dataclass
@@ -74,7 +74,7 @@ def _check_names(names, info, where):
     diff = next((f"column {i} is {a!r}, training had {b!r}" for i, (a, b) in
                  enumerate(zip(names, expected)) if a != b),
                 f"{len(names)} features, training had {len(expected)}")
-    raise InputError(f"{where}: feature names differ from training ({diff})")
+    raise video_files.VideoFileError(f"{where}: feature names differ from training ({diff})")
 
 
 def manifest_subjects(rows, info):
@@ -201,7 +201,7 @@ def _subjects_of(data, info, splits):
   if isinstance(data, str):
     if filesystem.isdir(data):
       return shard_subjects(data, info, splits), None
-    rows = ingest_lib.read_manifest(data)
+    rows = manifest_format.read(data)
     return manifest_subjects(rows, info), len(rows)
   by_subject = {}
   for v in data:
@@ -248,9 +248,9 @@ def tokenize_videos(trained, data, output_dir, *, latents=False, chunk_frames=40
     for group in groups:
       for v in group:
         if len(v.features) == 0:
-          raise InputError(f"video {v.video_id!r}: empty video (0 frames)")
+          raise video_files.VideoFileError(f"video {v.video_id!r}: empty video (0 frames)")
         if v.features.ndim != 2 or v.features.shape[1] != trained.info["num_features"]:
-          raise InputError(f"video {v.video_id!r}: features have shape {v.features.shape}, "
+          raise video_files.VideoFileError(f"video {v.video_id!r}: features have shape {v.features.shape}, "
                            f"the model expects [frames, {trained.info['num_features']}]")
       block.append(group)
       if sum(len(v.features) for g in block for v in g) >= block_frames:
@@ -258,7 +258,7 @@ def tokenize_videos(trained, data, output_dir, *, latents=False, chunk_frames=40
     if block:
       run_block()
     if not totals["num_videos"]:
-      raise InputError(f"{data}: no videos to tokenize")
+      raise ValueError(f"{data}: no videos to tokenize")
     files = writer.close(trained.info["fps"])
   except BaseException:
     writer.abort()
