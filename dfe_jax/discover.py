@@ -32,7 +32,7 @@ _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace existing results.")
 def main(argv):
   del argv
   # Imported after flag parsing, so that `--help` answers without loading JAX or TensorFlow.
-  from dfe_jax.data import ingest_lib  # pylint: disable=g-import-not-at-top
+  from dfe_jax.formats import dataset_info  # pylint: disable=g-import-not-at-top
   from dfe_jax.synthetic import display_discovery  # pylint: disable=g-import-not-at-top
   from dfe_jax.tokenizer import trained_model  # pylint: disable=g-import-not-at-top
   output_dir = _OUTPUT_DIR.value or os.path.join(_WORKDIR.value, "discovery")
@@ -40,7 +40,7 @@ def main(argv):
     startup.fail("discover", f"{output_dir}/discovery.json: already exists; pass --overwrite")
   try:
     trained = trained_model.load(_WORKDIR.value)
-    split_of = ingest_lib.read_video_splits(_DATA_DIR.value or trained.config.data_dir)
+    split_of = dataset_info.read_video_splits(_DATA_DIR.value or trained.config.data_dir)
     result = display_discovery.evaluate(trained, _TOKENS.value, _MANIFEST.value, split_of,
                                         threshold=_THRESHOLD.value, seed=_SEED.value)
     display_discovery.write(result, output_dir)

@@ -9,6 +9,7 @@ import sys
 import numpy as np
 import pytest
 
+from dfe_jax.formats import dataset_info
 from dfe_jax.formats import manifest
 from dfe_jax.formats import probe_results
 
@@ -149,6 +150,37 @@ def test_bad_probe_results_are_one_line_naming_the_file(tmp_path, content, expec
 def test_missing_probe_results_is_a_file_not_found_error(tmp_path):
   with pytest.raises(FileNotFoundError, match="results.json: no probe results"):
     probe_results.read(str(tmp_path))
+
+
+def test_videos_csv_round_trip_and_a_missing_one_is_named(tmp_path):
+  videos = [{"video_id": "a", "subject_id": "s1", "split": "train", "source_fps": 30.0,
+             "num_frames": 10, "num_valid_frames": 9, "num_nonfinite_frames": 0, "extra": 1}]
+  dataset_info.write_videos(str(tmp_path), videos)
+  assert dataset_info.read_video_splits(str(tmp_path)) == {"a": "train"}
+  with pytest.raises(dataset_info.DatasetInfoNotFoundError,
+                     match=r"nowhere/videos.csv: no videos.csv; is .* an ingest output folder"):
+    dataset_info.read_video_splits(str(tmp_path / "nowhere"))
+  (tmp_path / "videos.csv").write_text("id,split\na,train\n")
+  with pytest.raises(dataset_info.DatasetInfoError, match=r"videos.csv: not a readable videos.csv"):
+    dataset_info.read_video_splits(str(tmp_path))
+
+
+def test_discovery_results_read_back_and_stop_at_the_door(tmp_path):
+  # Imported here: the rest of this file checks the formats layer without JAX.
+  from dfe_jax.synthetic import display_discovery  # pylint: disable=g-import-not-at-top
+  result = {"dictionary": {}, "steps": {"methods": {}}}
+  path = tmp_path / "discovery.json"
+  path.write_text(json.dumps(result))  # Written before versions: read as 1.
+  assert display_discovery.read(str(tmp_path)) == result
+  path.write_text(json.dumps({**result, "format_version": 9}))
+  with pytest.raises(display_discovery.DiscoveryResultsError,
+                     match=r"discovery.json: discovery.json format_version 9; this dfe_jax reads 1"):
+    display_discovery.read(str(path))
+  path.write_text(json.dumps({"tasks": {}}))
+  with pytest.raises(display_discovery.DiscoveryResultsError, match="not a discovery.json"):
+    display_discovery.read(str(path))
+  with pytest.raises(FileNotFoundError, match="not found; run `python -m dfe_jax.discover`"):
+    display_discovery.read(str(tmp_path / "elsewhere"))
 
 
 def test_reading_local_manifests_and_results_loads_no_tensorflow_or_jax(tmp_path):

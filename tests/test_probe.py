@@ -317,19 +317,19 @@ def test_kmeans_baseline_sees_the_frames_the_tokenizer_saw(small_corpus, tmp_pat
   manifest = inputs.read_manifest(small_corpus)
   videos = inputs.load_videos(manifest, range(len(manifest.rows)))
   stats, split_of = inputs.read_dataset(os.path.join(shards, "dataset.json"))
-  normalised = inputs.normalize_like_tokenizer(manifest, [dict(v) for v in videos], stats)
+  normalised = inputs.normalize_like_tokenizer(manifest, list(videos), stats)
   info = json.load(open(os.path.join(shards, "dataset.json")))
   subject = manifest.rows[0]["subject_id"]
   own = [i for i, r in enumerate(manifest.rows) if r["subject_id"] == subject]
   expected, _ = tokenize_lib.normalize_subject_videos(info, [tokenize_lib.VideoInput(
-      manifest.rows[i]["video_id"], subject, videos[i]["features"], videos[i]["valid"])
+      manifest.rows[i]["video_id"], subject, videos[i].features, videos[i].valid)
                                                              for i in own])
   for i, x in zip(own, expected):  # The same function on the same frames: exact.
-    np.testing.assert_array_equal(normalised[i]["features"], x)
+    np.testing.assert_array_equal(normalised[i].features, x)
   train = [i for i, v in enumerate(manifest.video_ids) if split_of[v] == "train"]
   assert 0 < len(train) < len(videos)
   kmeans = featurize.KMeansBagOfWords(normalised, 8, 10 ** 9, 0, fit_once_on=train)
-  frames = np.concatenate([normalised[i]["features"][normalised[i]["valid"]] for i in train])
+  frames = np.concatenate([normalised[i].features[normalised[i].valid] for i in train])
   for any_fold in ([0, 1], [2, 3, 4]):  # One fit for every fold: the training split's frames.
     np.testing.assert_array_equal(kmeans.fit_frames(any_fold)[0], frames)
   assert np.abs(frames.mean(0)).max() < 1e-3  # Subject-centred, unlike the raw frames.

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from dfe_jax.data import ingest_lib
+from dfe_jax.formats import dataset_info
 from dfe_jax.formats import feature_spaces
 from dfe_jax.formats import outputs
 from dfe_jax.reporting import face_render
@@ -138,7 +139,7 @@ def test_report_shows_display_discovery_against_every_baseline(arkit_run, tmp_pa
   tokens = str(tmp_path / "tokens")
   tokenize_lib.tokenize_videos(trained, arkit_run["corpus_manifest"], tokens)
   result = display_discovery.evaluate(trained, tokens, arkit_run["corpus_manifest"],
-                                      ingest_lib.read_video_splits(arkit_run["shards"]))
+                                      dataset_info.read_video_splits(arkit_run["shards"]))
   assert {"DFE tokens", "kmeans", "residual_kmeans", "pca", "ica", "ica_oracle"} <= set(
       result["dictionary"])
   assert result["dictionary"]["ica_oracle"]["is_oracle"]

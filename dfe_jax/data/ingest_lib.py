@@ -9,9 +9,7 @@ Beside it: `videos.csv`, and TFDS's `dataset_info.json` and `features.json` (`tf
 """
 
 import collections
-import csv
 import dataclasses
-import io
 import json
 import os
 import time
@@ -32,7 +30,7 @@ from dfe_jax.formats import provenance
 from dfe_jax.formats import video_files
 
 FORMAT_VERSION = dataset_info.FORMAT_VERSION
-_OUTPUT_FILES = ("dataset.json", "videos.csv", tfds_metadata.DATASET_INFO, tfds_metadata.FEATURES)
+_OUTPUT_FILES = ("dataset.json", dataset_info.VIDEOS_CSV, tfds_metadata.DATASET_INFO, tfds_metadata.FEATURES)
 
 
 class IngestError(ValueError):
@@ -136,15 +134,6 @@ def sha256_of(path):
   return provenance.sha256_of(path, filesystem.open)
 
 
-def read_video_splits(data_dir):
-  """{video_id: split} from an ingest folder's `videos.csv`."""
-  path = os.path.join(data_dir, "videos.csv")
-  if not filesystem.exists(path):
-    raise FileNotFoundError(f"{path}: no videos.csv; is {data_dir} an ingest output folder?")
-  with filesystem.open(path) as f:
-    return {r["video_id"]: r["split"] for r in csv.DictReader(f)}
-
-
 def check_output_dir(output_dir, overwrite):
   """Stops on a finished dataset unless `overwrite`; clears the old one when overwriting."""
   if not filesystem.exists(os.path.join(output_dir, "dataset.json")):
@@ -194,7 +183,8 @@ def _ingest(manifest, output_dir, options):
     for entry in summary["shards"]:
       filesystem.rename(os.path.join(staging, entry["path"]),
                         os.path.join(output_dir, entry["path"]), overwrite=True)
-    _write_videos_csv(os.path.join(output_dir, "videos.csv"), summary["videos"])
+    dataset_info.write_videos(output_dir, [dict(v, num_nonfinite_frames=v["num_nonfinite"])
+                                           for v in summary["videos"]])
     tfds_metadata.write(output_dir, info)
     with outputs.atomic_open(os.path.join(output_dir, "dataset.json")) as f:
       json.dump(info, f, indent=1)
@@ -249,19 +239,6 @@ def moments_from_json(d):
   """Moments from the pipeline summary's JSON (None stays None)."""
   return None if d is None else moments.Moments(float(d["count"]), np.asarray(d["mean"]),
                                                 np.asarray(d["m2"]))
-
-
-def _write_videos_csv(path, videos):
-  columns = ("video_id", "subject_id", "split", "source_fps", "num_frames", "num_valid_frames",
-             "num_nonfinite_frames")
-  buffer = io.StringIO()
-  writer = csv.DictWriter(buffer, fieldnames=columns)
-  writer.writeheader()
-  for v in videos:
-    writer.writerow({**{c: v.get(c) for c in columns},
-                     "num_nonfinite_frames": v["num_nonfinite"]})
-  with outputs.atomic_open(path) as f:
-    f.write(buffer.getvalue())
 
 
 def summary_line(info):

@@ -1,13 +1,17 @@
-"""`dataset.json` (docs/formats.md, "Shards and dataset.json"): the one reader, version checked.
+"""`dataset.json` and `videos.csv` (docs/formats.md, "Shards and dataset.json"): their readers.
 
-Ingest writes it beside the shards; training copies it into the workdir. Everything else reads
-it through `read`, which stops on a file of an unknown `format_version` with one line.
+Ingest writes both beside the shards; training copies `dataset.json` into the workdir.
+Everything else reads `dataset.json` through `read`, which stops on a file of an unknown
+`format_version` with one line, and the videos' splits through `read_video_splits`.
 """
 
+import csv
+import io
 import json
 import os
 
 from dfe_jax.formats import filesystem
+from dfe_jax.formats import outputs
 
 FORMAT_VERSION = 1
 READABLE_VERSIONS = (1,)
@@ -39,3 +43,31 @@ def read(path):
                            f"{', '.join(map(str, READABLE_VERSIONS))} (re-ingest, or update "
                            "dfe_jax)")
   return info
+
+
+VIDEOS_CSV = "videos.csv"
+_VIDEO_COLUMNS = ("video_id", "subject_id", "split", "source_fps", "num_frames",
+                  "num_valid_frames", "num_nonfinite_frames")
+
+
+def write_videos(data_dir, videos):
+  """`videos.csv` in `data_dir`: one row per ingested video (dicts with `_VIDEO_COLUMNS`)."""
+  buffer = io.StringIO()
+  writer = csv.DictWriter(buffer, fieldnames=_VIDEO_COLUMNS, extrasaction="ignore")
+  writer.writeheader()
+  writer.writerows(videos)
+  with outputs.atomic_open(os.path.join(data_dir, VIDEOS_CSV)) as f:
+    f.write(buffer.getvalue())
+
+
+def read_video_splits(data_dir):
+  """{video_id: split} from the `videos.csv` that ingest wrote in `data_dir`."""
+  path = os.path.join(data_dir, VIDEOS_CSV)
+  if not filesystem.exists(path):
+    raise DatasetInfoNotFoundError(f"{path}: no videos.csv; is {data_dir} an ingest output "
+                                   "folder?")
+  try:
+    with filesystem.open(path) as f:
+      return {r["video_id"]: r["split"] for r in csv.DictReader(f)}
+  except (OSError, KeyError, csv.Error) as e:
+    raise DatasetInfoError(f"{path}: not a readable videos.csv ({e})") from None

@@ -15,10 +15,10 @@ import time
 from absl import logging
 import numpy as np
 
-from dfe_jax.data import ingest_lib
+from dfe_jax.formats import dataset_info
 from dfe_jax.formats import outputs
-from dfe_jax.main_job import stages as stages_lib
 from dfe_jax.formats import tokens as tokens_format
+from dfe_jax.main_job import stages as stages_lib
 from dfe_jax.synthetic import display_discovery
 from dfe_jax.tokenizer import code_effects
 from dfe_jax.tokenizer import tokenize_lib
@@ -37,7 +37,7 @@ def run_ablation(output_dir, variants, seeds=(0,), *, num_subjects=48, video_sec
   shards = os.path.join(output_dir, "shards")
   manifest = stages_lib.make_corpus(stages, os.path.join(output_dir, "corpus"), shards,
                                     num_subjects, video_seconds)
-  split_of = ingest_lib.read_video_splits(shards)
+  split_of = dataset_info.read_video_splits(shards)
   runs = []
   for name, description, config in variants:
     for seed in seeds:
@@ -84,8 +84,7 @@ def run_variant(name, description, config, seed, run_dir, shards, manifest, spli
   stages.run(f"{name} seed {seed}: discovery", discovery_json,
              lambda: display_discovery.write(display_discovery.evaluate(
                  trained, paths["tokens"], manifest, split_of, seed=seed), paths["discovery"]))
-  with open(discovery_json) as f:
-    discovery = json.load(f)
+  discovery = display_discovery.read(discovery_json)
   row = {"variant": name, "description": description, "seed": seed,
          "seconds": time.time() - start, **training_metrics(paths["train"]),
          "non_additivity": code_effects.non_additivity(

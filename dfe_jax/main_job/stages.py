@@ -12,6 +12,7 @@ import time
 from absl import logging
 
 from dfe_jax.data import ingest_lib
+from dfe_jax.formats import dataset_info
 from dfe_jax.formats import outputs
 from dfe_jax.main_job import summary as summary_lib
 from dfe_jax.probing import probe_lib
@@ -98,7 +99,7 @@ def run_demo(out, rvq_config, continuous_config, probe_config, num_subjects=48,
       token_recovery.token_recovery_report(paths["tokens"], manifest, trained.info)))
   stages.run("discovery", os.path.join(paths["discovery"], "discovery.json"),
              lambda: display_discovery.write(display_discovery.evaluate(
-                 trained, paths["tokens"], manifest, ingest_lib.read_video_splits(
+                 trained, paths["tokens"], manifest, dataset_info.read_video_splits(
                      paths["shards"])), paths["discovery"]))
   probe_config = probe_config.copy_and_resolve_references()
   with probe_config.unlocked():

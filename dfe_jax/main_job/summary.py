@@ -20,8 +20,7 @@ def summarize(paths, trained, recovery, seconds):
   final = _last_eval(paths["train"])
   levels = trained.config.model.quantizer.num_levels
   probe = probe_results.read(paths["probe"])
-  with open(os.path.join(paths["discovery"], "discovery.json")) as f:
-    discovery = json.load(f)
+  discovery = display_discovery.read(paths["discovery"])
   cosine = final["eval/recon_cosine"]
   return {
       "heldout_recon_cosine": cosine,

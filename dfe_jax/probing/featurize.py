@@ -176,8 +176,8 @@ def functionals(frames_TD, valid_T, fps, names, with_velocity=True):
 
 
 def frame_functionals(videos, names):
-  """Functionals of raw expression vectors for every video [V, F]; `videos` are dicts of arrays."""
-  rows = [functionals(v["features"], v["valid"], v["fps"], names) for v in videos]
+  """Functionals of raw expression vectors for every video [V, F] (`video_files.Video`s)."""
+  rows = [functionals(v.features, v.valid, v.fps, names) for v in videos]
   return np.stack([r[0] for r in rows]), rows[0][1]
 
 
@@ -256,7 +256,7 @@ class KMeansBagOfWords:
   """
 
   def __init__(self, videos, num_codes, max_fit_frames, seed, fit_once_on=None):
-    self.frames_by_video = [v["features"][v["valid"]].astype(np.float32) for v in videos]
+    self.frames_by_video = [v.features[v.valid].astype(np.float32) for v in videos]
     self.num_codes = num_codes
     self.max_fit_frames = max_fit_frames
     self.seed = seed

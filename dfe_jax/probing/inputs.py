@@ -7,10 +7,9 @@ import os
 import numpy as np
 
 from dfe_jax.formats import dataset_info
-from dfe_jax.formats import filesystem
 from dfe_jax.formats import manifest as manifest_format
 from dfe_jax.formats import normalization
-from dfe_jax.formats import outputs
+from dfe_jax.formats import video_files
 from dfe_jax.probing import featurize
 
 ProbeInputError = featurize.ProbeInputError
@@ -89,19 +88,16 @@ def task_labels(manifest, column, declared_type):
 
 
 def load_videos(manifest, indices):
-  """Reads the per-video feature files (features, valid, fps, optional au) named in `path`."""
+  """The per-video feature files named in `path` (`video_files.Video`s, fps always set)."""
   videos = []
   for i in indices:
-    path = manifest.file_of(i)
-    try:
-      video = outputs.load_npz(path)
-    except (outputs.UnreadableFileError, OSError) as e:
-      raise ProbeInputError(f"{path}: not a readable per-video feature file (.npz)") from e
-    for key in ("features", "valid", "fps", "feature_names"):
-      if key not in video:
-        raise ProbeInputError(f"{path}: missing array '{key}'")
-    video["valid"] = video["valid"].astype(bool)
-    video["fps"] = float(video["fps"])
+    video = video_files.read_video(manifest.file_of(i))
+    if video.fps is None:
+      fps = (manifest.rows[i].get("fps") or "").strip()
+      if not fps:
+        raise video_files.VideoFileError(f"{manifest.file_of(i)}: no frame rate; add an 'fps' "
+                                         "column to the manifest")
+      video.fps = float(fps)
     videos.append(video)
   return videos
 
@@ -111,9 +107,8 @@ def read_dataset(path):
   `videos.csv` ingest wrote beside it: (stats, {video_id: split})."""
   try:
     info = dataset_info.read(path)
-    with filesystem.open(os.path.join(os.path.dirname(path), "videos.csv")) as f:
-      split_of = {r["video_id"]: r["split"] for r in csv.DictReader(f)}
-  except (OSError, ValueError, KeyError) as e:
+    split_of = dataset_info.read_video_splits(os.path.dirname(path))
+  except (OSError, ValueError) as e:
     raise ProbeInputError(f"config.dataset={path}: not an ingest dataset.json with videos.csv "
                           f"beside it ({e})") from None
   if "normalization" not in info:
@@ -128,10 +123,9 @@ def normalize_like_tokenizer(manifest, videos, stats):
     by_subject.setdefault(row["subject_id"], []).append(i)
   for indices in by_subject.values():
     normalised, _ = normalization.normalize_subject_videos(
-        stats, [videos[i]["features"].astype(np.float32) for i in indices],
-        [videos[i]["valid"] for i in indices])
+        stats, [videos[i].features for i in indices], [videos[i].valid for i in indices])
     for i, x in zip(indices, normalised):
-      videos[i]["features"] = x
+      videos[i] = dataclasses.replace(videos[i], features=x)
   return videos
 
 

@@ -102,7 +102,7 @@ def build_representations(config, manifest, tokens, token_index, log):
     videos = inputs.load_videos(manifest, range(len(manifest.rows)))
     if dataset is not None:
       videos = inputs.normalize_like_tokenizer(manifest, videos, dataset[0])
-  au_arrays_missing = videos is not None and any("au" not in v for v in videos)
+  au_arrays_missing = videos is not None and any(v.au is None for v in videos)
   if auto and "au" in requested and not config.openface_table and au_arrays_missing:
     requested.remove("au")
     log("representation 'au' skipped: the per-video files have no 'au' arrays and "
@@ -123,7 +123,7 @@ def build_representations(config, manifest, tokens, token_index, log):
           tokens, token_rows, vocabulary, config.dfe.ngram_max, config.dfe.min_video_count)
       out[name] = _Representation(name, matrix, steps=steps, describe=describe)
     elif name == "functionals":
-      names = [str(n) for n in videos[0]["feature_names"]]
+      names = list(videos[0].feature_names)
       matrix, _ = featurize.frame_functionals(videos, names)
       out[name] = _Representation(name, matrix)
     elif name == "kmeans":
@@ -181,13 +181,12 @@ def _au_matrix(config, manifest, videos):
       rows.append(featurize.au_from_openface(csv_path, fps)[0])
     return np.stack(rows)
   for i, video in enumerate(videos):
-    if "au" not in video:
+    if video.au is None:
       raise ProbeInputError(f"{manifest.file_of(i)}: no 'au' array; give config.openface_table "
                             "or drop 'au' from config.representations")
-    au = video["au"].astype(np.float64)
-    names = [str(n) for n in video.get("au_names", [f"AU{j}" for j in range(au.shape[1])])]
+    au, names = video.au.astype(np.float64), list(video.au_names)
     rows.append(featurize.au_features(
-        au, names, au >= config.au.occurrence_threshold, names, video["valid"], video["fps"])[0])
+        au, names, au >= config.au.occurrence_threshold, names, video.valid, video.fps)[0])
   return np.stack(rows)
 
 

@@ -15,6 +15,7 @@ from absl import logging
 import numpy as np
 
 from dfe_jax.data import ingest_lib
+from dfe_jax.formats import dataset_info
 from dfe_jax.formats import filesystem
 from dfe_jax.formats import manifest as manifest_format
 from dfe_jax.formats import normalization
@@ -26,6 +27,7 @@ from dfe_jax.reporting import findings_sections
 from dfe_jax.reporting import html_page
 from dfe_jax.reporting import token_sections
 from dfe_jax.reporting import token_stats
+from dfe_jax.synthetic import display_discovery
 from dfe_jax.tokenizer import chunked_encoder
 from dfe_jax.tokenizer import trained_model
 from dfe_jax.video import action_units
@@ -91,9 +93,9 @@ def _read_splits(rows, data_dir):
   """{video_id: split} from the manifest's split column, else the ingest's videos.csv."""
   if rows and all((r.get("split") or "").strip() for r in rows):
     return {r["video_id"]: r["split"] for r in rows}, "the manifest's split column"
-  path = os.path.join(data_dir, "videos.csv") if data_dir else ""
+  path = os.path.join(data_dir, dataset_info.VIDEOS_CSV) if data_dir else ""
   if path and filesystem.exists(path):
-    return ingest_lib.read_video_splits(data_dir), path
+    return dataset_info.read_video_splits(data_dir), path
   return {}, "unknown (no split column and no videos.csv); held-out plots use the last videos"
 
 
@@ -155,17 +157,6 @@ def _pick_videos(rows, split_of, tokens, max_videos, heldout_videos):
   return (held + rest)[:max(max_videos, heldout_videos)]
 
 
-def _read_discovery(folder):
-  """`discovery.json` of `dfe-discover` in `folder`, or None when no folder is given."""
-  if not folder:
-    return None
-  path = os.path.join(folder, "discovery.json")
-  if not filesystem.exists(path):
-    raise FileNotFoundError(f"{path}: not found")
-  with filesystem.open(path) as f:
-    return json.load(f)
-
-
 def gather(workdir, output_dir, *, tokens=None, manifest=None, flame_model=None, data_dir=None,
            discovery_dir=None, probe_dir=None, options=None):
   """Loads the model, tokens, manifest videos and metrics for the report."""
@@ -209,7 +200,7 @@ def gather(workdir, output_dir, *, tokens=None, manifest=None, flame_model=None,
         pass
   return ReportData(trained, workdir, output_dir, feature_names, float(info["fps"]), token_data,
                     tokens_source, videos, split_source, read_metrics(workdir), options,
-                    flame_model, manifest, _read_discovery(discovery_dir),
+                    flame_model, manifest, display_discovery.read(discovery_dir) if discovery_dir else None,
                     probe_results.read(probe_dir) if probe_dir else None, notes)
 
 

@@ -14,6 +14,9 @@ frames, normalised the way the model saw them (the training split's subjects), a
   L x K budget (fitted on the training steps), and from the raw step means (multi-label
   one-vs-rest logistic regression, macro AUROC); and NMI of each level's codes with the dominant
   display.
+
+`write` and `read` are the one writer and reader of its output, `discovery.json` (with
+`format_version`; files without one read as 1) and `discovery.md`.
 """
 
 import json
@@ -21,6 +24,7 @@ import os
 
 import numpy as np
 
+from dfe_jax.formats import filesystem
 from dfe_jax.formats import manifest as manifest_format
 from dfe_jax.formats import outputs
 from dfe_jax.formats import tokens as tokens_format
@@ -31,6 +35,16 @@ from dfe_jax.tokenizer import code_effects
 TOKENS = "DFE tokens"
 HELD_OUT_SPLITS = ("val", "test")
 MAX_STEPS = 20_000  # Steps per side for the step-level fits: seconds on 2 cores.
+FORMAT_VERSION = 1
+READS_VERSIONS = (1,)
+
+
+class DiscoveryResultsError(ValueError):
+  """discovery.json is missing, unreadable or of an unknown version; the message names it."""
+
+
+class DiscoveryResultsNotFoundError(DiscoveryResultsError, FileNotFoundError):
+  """There is no discovery.json where one was expected."""
 
 
 def read_displays(manifest):
@@ -190,6 +204,27 @@ def write(result, output_dir):
   """`discovery.json` and `discovery.md` in `output_dir`, each whole or not at all."""
   os.makedirs(output_dir, exist_ok=True)
   with outputs.atomic_open(os.path.join(output_dir, "discovery.json")) as f:
-    json.dump(result, f, indent=1)
+    json.dump({"format_version": FORMAT_VERSION, **result}, f, indent=1)
   with outputs.atomic_open(os.path.join(output_dir, "discovery.md")) as f:
     f.write(markdown(result) + "\n")
+
+
+def read(path):
+  """The results in `discovery.json` (or in the folder `path`), version checked."""
+  if filesystem.isdir(path):
+    path = os.path.join(path, "discovery.json")
+  if not filesystem.exists(path):
+    raise DiscoveryResultsNotFoundError(f"{path}: not found; run `python -m dfe_jax.discover`")
+  try:
+    with filesystem.open(path) as f:
+      result = json.load(f)
+  except (OSError, ValueError) as e:
+    raise DiscoveryResultsError(f"{path}: not a readable discovery.json ({e})") from None
+  version = result.get("format_version", 1) if isinstance(result, dict) else None
+  if version not in READS_VERSIONS:
+    raise DiscoveryResultsError(f"{path}: discovery.json format_version {version}; this dfe_jax "
+                                f"reads {', '.join(map(str, READS_VERSIONS))}")
+  if "dictionary" not in result or "steps" not in result:
+    raise DiscoveryResultsError(f"{path}: not a discovery.json of dfe-discover (no "
+                                "'dictionary' and 'steps')")
+  return result
