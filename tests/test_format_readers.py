@@ -174,12 +174,12 @@ def test_discovery_results_read_back_and_stop_at_the_door(tmp_path):
   assert display_discovery.read(str(tmp_path)) == result
   path.write_text(json.dumps({**result, "format_version": 9}))
   with pytest.raises(display_discovery.DiscoveryResultsError,
-                     match=r"discovery.json: discovery.json format_version 9; this dfe_jax reads 1"):
+                     match=r"discovery.json: discovery results format_version 9; this dfe_jax reads 1 \("):
     display_discovery.read(str(path))
   path.write_text(json.dumps({"tasks": {}}))
-  with pytest.raises(display_discovery.DiscoveryResultsError, match="not a discovery.json"):
+  with pytest.raises(display_discovery.DiscoveryResultsError, match=r"not discovery results \(no 'dictionary'"):
     display_discovery.read(str(path))
-  with pytest.raises(FileNotFoundError, match="not found; run `python -m dfe_jax.discover`"):
+  with pytest.raises(FileNotFoundError, match="no discovery results; run `python -m dfe_jax.discover` first"):
     display_discovery.read(str(tmp_path / "elsewhere"))
 
 

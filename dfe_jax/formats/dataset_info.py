@@ -7,11 +7,11 @@ Everything else reads `dataset.json` through `read`, which stops on a file of an
 
 import csv
 import io
-import json
 import os
 
 from dfe_jax.formats import filesystem
 from dfe_jax.formats import outputs
+from dfe_jax.formats import versioned_json
 
 FORMAT_VERSION = 1
 READABLE_VERSIONS = (1,)
@@ -25,24 +25,15 @@ class DatasetInfoNotFoundError(DatasetInfoError, FileNotFoundError):
   """There is no dataset.json where one was expected."""
 
 
+SPEC = versioned_json.JsonFormat(
+    file_name="dataset.json", kind="dataset", versions=READABLE_VERSIONS,
+    remedy="re-ingest, or update dfe_jax", produced_by="python -m dfe_jax.ingest",
+    error=DatasetInfoError, not_found_error=DatasetInfoNotFoundError)
+
+
 def read(path):
   """The parsed `dataset.json` at `path` (or in the folder `path`)."""
-  if filesystem.isdir(path):
-    path = os.path.join(path, "dataset.json")
-  if not filesystem.exists(path):
-    raise DatasetInfoNotFoundError(f"{path}: no dataset.json; run `python -m dfe_jax.ingest` "
-                                   "first")
-  try:
-    with filesystem.open(path) as f:
-      info = json.load(f)
-  except (OSError, ValueError) as e:
-    raise DatasetInfoError(f"{path}: not a readable dataset.json ({e})") from None
-  version = info.get("format_version") if isinstance(info, dict) else None
-  if version not in READABLE_VERSIONS:
-    raise DatasetInfoError(f"{path}: dataset format_version {version}; this dfe_jax reads "
-                           f"{', '.join(map(str, READABLE_VERSIONS))} (re-ingest, or update "
-                           "dfe_jax)")
-  return info
+  return versioned_json.read(path, SPEC)
 
 
 VIDEOS_CSV = "videos.csv"

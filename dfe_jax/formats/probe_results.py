@@ -15,6 +15,7 @@ import numpy as np
 
 from dfe_jax.formats import filesystem
 from dfe_jax.formats import outputs
+from dfe_jax.formats import versioned_json
 
 FORMAT_VERSION = 1
 READABLE_VERSIONS = (1,)
@@ -29,6 +30,13 @@ class ProbeResultsError(ValueError):
 
 class ProbeResultsNotFoundError(ProbeResultsError, FileNotFoundError):
   """There is no results.json where one was expected."""
+
+
+SPEC = versioned_json.JsonFormat(
+    file_name=RESULTS_JSON, kind="probe results", versions=READABLE_VERSIONS,
+    remedy="re-run the probe, or update dfe_jax", produced_by="python -m dfe_jax.probe",
+    error=ProbeResultsError, not_found_error=ProbeResultsNotFoundError, unversioned=1,
+    required_keys=REQUIRED_KEYS)
 
 
 def paths(folder):
@@ -64,27 +72,7 @@ def write(folder, results, markdown):
 
 def read(path):
   """The parsed `results.json` at `path` (or in the folder `path`), version checked."""
-  if filesystem.isdir(path):
-    path = os.path.join(path, RESULTS_JSON)
-  if not filesystem.exists(path):
-    raise ProbeResultsNotFoundError(f"{path}: no probe results; run `python -m dfe_jax.probe` "
-                                    "first")
-  try:
-    with filesystem.open(path) as f:
-      results = json.load(f)
-  except (OSError, ValueError) as e:
-    raise ProbeResultsError(f"{path}: not a readable results.json ({e})") from None
-  if not isinstance(results, dict):
-    raise ProbeResultsError(f"{path}: not probe results (a JSON object is expected)")
-  version = results.get("format_version", 1)
-  if version not in READABLE_VERSIONS:
-    raise ProbeResultsError(f"{path}: probe results format_version {version}; this dfe_jax "
-                            f"reads {', '.join(map(str, READABLE_VERSIONS))} (re-run the "
-                            "probe, or update dfe_jax)")
-  missing = [k for k in REQUIRED_KEYS if k not in results]
-  if missing:
-    raise ProbeResultsError(f"{path}: not probe results (no {', '.join(map(repr, missing))})")
-  return results
+  return versioned_json.read(path, SPEC)
 
 
 def read_table(folder):

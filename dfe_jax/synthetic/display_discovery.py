@@ -24,10 +24,10 @@ import os
 
 import numpy as np
 
-from dfe_jax.formats import filesystem
 from dfe_jax.formats import manifest as manifest_format
 from dfe_jax.formats import outputs
 from dfe_jax.formats import tokens as tokens_format
+from dfe_jax.formats import versioned_json
 from dfe_jax.synthetic import discovery
 from dfe_jax.synthetic import token_recovery
 from dfe_jax.tokenizer import code_effects
@@ -45,6 +45,14 @@ class DiscoveryResultsError(ValueError):
 
 class DiscoveryResultsNotFoundError(DiscoveryResultsError, FileNotFoundError):
   """There is no discovery.json where one was expected."""
+
+
+SPEC = versioned_json.JsonFormat(
+    file_name="discovery.json", kind="discovery results", versions=READS_VERSIONS,
+    remedy="re-run python -m dfe_jax.discover, or update dfe_jax",
+    produced_by="python -m dfe_jax.discover", error=DiscoveryResultsError,
+    not_found_error=DiscoveryResultsNotFoundError, unversioned=1,
+    required_keys=("dictionary", "steps"))
 
 
 def read_displays(manifest):
@@ -211,20 +219,4 @@ def write(result, output_dir):
 
 def read(path):
   """The results in `discovery.json` (or in the folder `path`), version checked."""
-  if filesystem.isdir(path):
-    path = os.path.join(path, "discovery.json")
-  if not filesystem.exists(path):
-    raise DiscoveryResultsNotFoundError(f"{path}: not found; run `python -m dfe_jax.discover`")
-  try:
-    with filesystem.open(path) as f:
-      result = json.load(f)
-  except (OSError, ValueError) as e:
-    raise DiscoveryResultsError(f"{path}: not a readable discovery.json ({e})") from None
-  version = result.get("format_version", 1) if isinstance(result, dict) else None
-  if version not in READS_VERSIONS:
-    raise DiscoveryResultsError(f"{path}: discovery.json format_version {version}; this dfe_jax "
-                                f"reads {', '.join(map(str, READS_VERSIONS))}")
-  if "dictionary" not in result or "steps" not in result:
-    raise DiscoveryResultsError(f"{path}: not a discovery.json of dfe-discover (no "
-                                "'dictionary' and 'steps')")
-  return result
+  return versioned_json.read(path, SPEC)
