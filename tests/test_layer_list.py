@@ -19,7 +19,9 @@ from dfe_jax.tokenizer import numpy_tokenizer
 from dfe_jax.tokenizer import trained_model
 from dfe_jax.training import checkpointing
 from dfe_jax.training import train_step
-from tolerances import assert_codes_equal_except_ties  # pylint: disable=g-bad-import-order
+from tolerances import assert_close_f32  # pylint: disable=g-bad-import-order
+from tolerances import assert_codes_equal_except_ties
+from tolerances import f32_rtol
 
 LEGACY = pathlib.Path(__file__).resolve().parent / "data" / "legacy_c10fd6b"
 
@@ -164,3 +166,28 @@ def test_a_model_npz_missing_a_layer_or_of_another_version_fails_naming_it(tmp_p
   with pytest.raises(numpy_tokenizer.ModelFileError,
                      match=r"broken.npz: model.npz format 99; this tokenizer reads formats 1, 2"):
     numpy_tokenizer.NumpyTokenizer.load(_broken(tmp_path, future))
+
+
+def test_the_additive_decoder_exports_and_decodes_the_same_in_numpy(tmp_path):
+  """The additive decoder is a layer list too: model.npz carries it and NumPy decodes as JAX."""
+  from dfe_jax.configs import ablation  # pylint: disable=g-import-not-at-top
+  config = ablation.get_config("additive,smoke")
+  model = models.get_model(config.model)
+  features = config.model.feature_dim
+  x = np.asarray(jax.random.normal(jax.random.PRNGKey(0), (1, 32, features)), np.float32)
+  mask = np.ones((1, 32), bool)
+  variables = models.init_codebooks(model, model.init(jax.random.PRNGKey(0), x, mask), x, mask,
+                                    jax.random.PRNGKey(1))
+  info = {"feature_names": [f"f{i}" for i in range(features)], "fps": 25.0,
+          "num_features": features,
+          "normalization": {"mode": "global", "mean": [0.0] * features, "std": [1.0] * features}}
+  trained = trained_model.TrainedModel(config, info, model, variables, step=0)
+  export_lib.export(trained, str(tmp_path / "model.npz"))
+  tok = numpy_tokenizer.NumpyTokenizer.load(str(tmp_path / "model.npz"))
+  assert [layer["name"] for layer in tok.decoder_layers] == ["readout"]
+  codes = np.asarray(jax.random.randint(jax.random.PRNGKey(2), (1, 8, tok.num_levels), 0,
+                                        config.model.quantizer.codebook_size))
+  want = np.asarray(model.apply(variables, codes, method="decode_codes"))[0]
+  got = tok.decode(codes[0], denormalized=False)
+  # A sum of L code vectors, then one matmul over code_dim terms (as test_ablation's bound).
+  assert_close_f32(got, want, f32_rtol(config.model.code_dim + tok.num_levels, depth=2))

@@ -7,13 +7,18 @@ deformation of the face, W c_k, the same whatever other tokens share its step an
 occurs, so a code's decoded effect (`tokenizer.code_effects`) is exactly what it adds to every
 frame it covers. The price is expressiveness: no temporal shape within a step and no
 interaction between levels. `config.model.decoder = "additive"` selects it in place of the
-encoder's own decoder (temporal conv or frame transformer); the encoder is unchanged.
+encoder's own decoder (temporal conv or frame transformer); the encoder is unchanged. Its one
+layer (`architecture.additive_decoder_layers`) exports to `model.npz` like the conv decoder's.
 
 Shape legend: B batch, S latent steps, D code_dim, F feature_dim, T = S * 2**downsample_log2.
 """
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
+
+from dfe_jax.models import architecture
+from dfe_jax.models import temporal_conv
 
 
 class Decoder(nn.Module):
@@ -22,8 +27,14 @@ class Decoder(nn.Module):
   downsample_log2: int = 2
   dtype: str = "float32"
 
+  def layers(self):
+    """This decoder as `architecture` layers: one `readout` conv (kernel 1) after upsampling."""
+    return architecture.additive_decoder_layers(self.feature_dim, self.downsample_log2)
+
   @nn.compact
   def __call__(self, z_BSD):
-    x_BSF = nn.Dense(self.feature_dim, dtype=self.dtype, param_dtype=jnp.float32,
-                     name="readout")(z_BSD.astype(self.dtype))
-    return jnp.repeat(x_BSF, 2 ** self.downsample_log2, axis=1).astype(jnp.float32)
+    h = architecture.run(
+        self.layers(), z_BSD.astype(self.dtype),
+        lambda layer, h: temporal_conv.conv_module(temporal_conv.Conv, layer, self.dtype)(h),
+        jax.nn.relu)
+    return h.astype(jnp.float32)

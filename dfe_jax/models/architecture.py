@@ -11,6 +11,8 @@ Encoder (frames [T, F] -> latents [T / f, D], f = 2**downsample_log2):
   `stage<s>_res<i>` = x + mix(ReLU(dilated(ReLU(x)))), one per dilation; conv `out` to D.
 Decoder mirrors it: stem conv, ReLU; per stage: residual blocks, then `stage<s>_up` (nearest x2
   upsampling, then conv); conv `hidden`, ReLU; conv `out` to the feature count.
+Additive decoder (`models/additive_decoder.py`): one 1x1 conv `readout` of the latent, repeated
+  over the step's frames.
 
 Parameter names before format 2 were Flax's automatic ones (`Conv_0`, `ResStack_0/Conv_1`);
 `legacy_names` maps today's names to them, so old checkpoints still restore.
@@ -75,6 +77,11 @@ def decoder_layers(feature_dim, width, downsample_log2, dilations, kernel_size):
   layers += [ConvLayer("hidden", width, kernel_size), RELU,
              ConvLayer("out", feature_dim, kernel_size)]
   return tuple(layers)
+
+
+def additive_decoder_layers(feature_dim, downsample_log2):
+  """A decoder affine in the latent: each step's frames are `readout` of the step's latent."""
+  return (ConvLayer("readout", feature_dim, 1, upsample=2 ** downsample_log2),)
 
 
 def run(layers, h, conv, relu):

@@ -44,9 +44,6 @@ def export_arrays(trained):
   if trained.config.model.name != "temporal_conv":
     raise ValueError(f"export supports temporal_conv models; {trained.config.model.name!r} "
                      "has no NumPy implementation yet")
-  if trained.config.model.get("decoder", "network") != "network":
-    raise ValueError(f"export supports the conv decoder; model.decoder="
-                     f"{trained.config.model.decoder!r} has no NumPy implementation yet")
   stats = trained.info["normalization"]
   subjects = sorted(stats.get("subject_mean", {}))
   num_features = trained.info["num_features"]

@@ -19,6 +19,7 @@ import orbax.checkpoint as ocp
 
 from dfe_jax.formats import outputs
 from dfe_jax.models import architecture
+from dfe_jax.models import temporal_conv
 
 
 def _handlers():
@@ -43,10 +44,11 @@ def _abstract(state):
 
 
 def _legacy_names(model):
-  """{"encoder": {name: old name}, "decoder": ...} for the model's layer-list modules."""
+  """{"encoder": {name: old name}, "decoder": ...} for the temporal conv's modules, which had
+  Flax's automatic names before the layer lists."""
   return {part: architecture.legacy_names(module.layers())
           for part, module in (("encoder", model.encoder), ("decoder", model.decoder))
-          if hasattr(module, "layers")}
+          if isinstance(module, (temporal_conv.Encoder, temporal_conv.Decoder))}
 
 
 def _map_parts(tree, convert):
