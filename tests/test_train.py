@@ -175,6 +175,15 @@ def test_cli_reports_unknown_keys_and_missing_dataset_in_one_line(tmp_path):
   assert "dataset.json" in missing.stderr.strip().splitlines()[-1]
 
 
+def test_a_missing_eval_split_stops_before_training_in_one_line(small_shards, tmp_path):
+  done = _train_cli("--config=configs/rvq.py:smoke", f"--data_dir={small_shards}",
+                    "--config.eval_split=holdout", f"--workdir={tmp_path}/run")
+  assert done.returncode != 0 and "Traceback" not in done.stderr
+  assert done.stderr.strip().splitlines()[-1] == (
+      "train: error: dataset has no 'holdout' split (has train, val, test)")
+  assert not (tmp_path / "run").exists()
+
+
 def _single_process_reference(config, data_dir, num_processes):
   """Final params of one process training on the global batches that `num_processes` processes
   would assemble (each process's local batch, stacked in process order)."""

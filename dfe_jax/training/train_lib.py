@@ -112,6 +112,7 @@ def train_and_evaluate(config, workdir, mesh=None):
   """
   info = input_pipeline.load_info(config.data_dir)
   config = resolve_config(config, info)
+  input_pipeline.process_shards(info, config.eval_split, 0, 1)  # Missing split: stop before step 1.
   mesh = mesh or device_mesh.make_mesh()
   local_batch = device_batches.check_batch_size(config.global_batch_size, mesh)
   replicated = device_mesh.replicated(mesh)
@@ -150,39 +151,43 @@ def train_and_evaluate(config, workdir, mesh=None):
   meta = lambda step: {"step": step, "data_position_batches": step, "seed": config.seed,
                        "dataset_manifest_sha256": info["manifest"]["sha256"]}
 
-  first = next(batches)
-  batches = itertools.chain([first], batches)
-  if not _codebooks_initialised(state):
-    state = jax.jit(functools.partial(train_step.init_codebooks, model),
-                    out_shardings=replicated)(state, first)
-    logging.info("train: codebooks initialised by k-means on the first global batch")
+  # Whatever stops the loop, saves already started are finished and the files closed: an error
+  # loses no checkpoint and leaves no asynchronous write running into interpreter shutdown.
+  try:
+    first = next(batches)
+    batches = itertools.chain([first], batches)
+    if not _codebooks_initialised(state):
+      state = jax.jit(functools.partial(train_step.init_codebooks, model),
+                      out_shardings=replicated)(state, first)
+      logging.info("train: codebooks initialised by k-means on the first global batch")
 
-  eval_metrics = {}
-  progress = _Progress(config, writer, start_step)
-  with _StopSignal() as stop:
-    for step in range(start_step, config.total_steps):
-      state, metrics = step_fn(state, next(batches))
-      progress.push(step, metrics)
-      done = step + 1
-      last = done == config.total_steps
-      if stop.received or last or done % config.checkpoint_every_steps == 0:
-        _check_finite(step, jax.device_get(metrics))  # Never save a state that went bad.
-        checkpoints.save(state, meta(done))
-      if last or done % config.eval_every_steps == 0:
-        eval_metrics = evaluate(eval_fn, state, config.data_dir, info, config, mesh,
-                                local_batch)
-        writer.write(done, eval_metrics)
-        checkpoints.save_if_best(state, meta(done), eval_metrics)
-        logging.info("eval at step %d: recon_mse %.4f  cosine %.4f  velocity_mse %.4f", done,
-                     eval_metrics["eval/recon_mse"], eval_metrics["eval/recon_cosine"],
-                     eval_metrics["eval/velocity_mse"])
-      if stop.received:
-        logging.warning("train: %s received; saved step %d and stopping", stop.received, done)
-        break
-  progress.flush()
-  checkpoints.wait()
-  checkpoints.close()
-  writer.close()
+    eval_metrics = {}
+    progress = _Progress(config, writer, start_step)
+    with _StopSignal() as stop:
+      for step in range(start_step, config.total_steps):
+        state, metrics = step_fn(state, next(batches))
+        progress.push(step, metrics)
+        done = step + 1
+        last = done == config.total_steps
+        if stop.received or last or done % config.checkpoint_every_steps == 0:
+          _check_finite(step, jax.device_get(metrics))  # Never save a state that went bad.
+          checkpoints.save(state, meta(done))
+        if last or done % config.eval_every_steps == 0:
+          eval_metrics = evaluate(eval_fn, state, config.data_dir, info, config, mesh,
+                                  local_batch)
+          writer.write(done, eval_metrics)
+          checkpoints.save_if_best(state, meta(done), eval_metrics)
+          logging.info("eval at step %d: recon_mse %.4f  cosine %.4f  velocity_mse %.4f", done,
+                       eval_metrics["eval/recon_mse"], eval_metrics["eval/recon_cosine"],
+                       eval_metrics["eval/velocity_mse"])
+        if stop.received:
+          logging.warning("train: %s received; saved step %d and stopping", stop.received, done)
+          break
+    progress.flush()
+  finally:
+    checkpoints.wait()
+    checkpoints.close()
+    writer.close()
   return eval_metrics
 
 
