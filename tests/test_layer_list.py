@@ -8,6 +8,7 @@ import shutil
 import jax
 import ml_collections
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 
 from dfe_jax import models
@@ -16,6 +17,7 @@ from dfe_jax.models import architecture
 from dfe_jax.tokenizer import chunked_encoder
 from dfe_jax.tokenizer import export_lib
 from dfe_jax.tokenizer import numpy_tokenizer
+from dfe_jax.tokenizer import tokenize_lib
 from dfe_jax.tokenizer import trained_model
 from dfe_jax.training import checkpointing
 from dfe_jax.training import train_step
@@ -120,6 +122,41 @@ def test_an_old_run_resumes_and_initialises_under_todays_names(tmp_path, legacy_
   jax.tree.map(np.testing.assert_array_equal, state.params, legacy_trained.variables["params"])
 
 
+ADDITIVE = pathlib.Path(__file__).resolve().parent / "data" / "legacy_ae440c8_additive"
+
+
+def test_an_old_additive_run_restores_resumes_and_tokenizes_as_it_did(tmp_path):
+  """ae440c8's additive decoder kept `readout` as a Dense [D, F]: today's [1, D, F] 1x1 conv
+  takes its values, the optimizer's moments follow, and the encoder's codes are the old ones."""
+  trained = trained_model.load(str(ADDITIVE / "run"))
+  raw = checkpointing.read_only_manager(str(ADDITIVE / "run" / "checkpoints")).restore(
+      2, args=ocp.args.Composite(state=ocp.args.StandardRestore()))["state"]
+  stored = raw["params"]["decoder"]["readout"]["kernel"]
+  assert stored.ndim == 2
+  np.testing.assert_array_equal(trained.variables["params"]["decoder"]["readout"]["kernel"],
+                                stored[None])
+  shutil.copytree(ADDITIVE / "run", tmp_path / "run")
+  config = ml_collections.ConfigDict(
+      json.loads((ADDITIVE / "run" / "config.json").read_text())["config"])
+  fresh = train_step.create_state(trained.model, train_step.make_optimizer(config),
+                                  jax.random.PRNGKey(1), window_frames=config.window_frames,
+                                  num_features=trained.info["num_features"])
+  resumed = checkpointing.Checkpoints(str(tmp_path / "run"), trained.model, 2, "", "max")
+  state, origin = resumed.restore(fresh)
+  resumed.close()
+  assert origin == "resumed from step 2"
+  assert jax.tree.map(np.shape, state) == jax.tree.map(np.shape, fresh)
+  tokenize_lib.tokenize_videos(trained, str(LEGACY / "corpus" / "manifest.csv"),
+                               str(tmp_path / "tokens"), latents=True)
+  today, before = tokens.read(str(tmp_path / "tokens")), tokens.read(str(ADDITIVE / "tokens"))
+  assert list(today["video_id"]) == list(before["video_id"])
+  codebooks = export_lib.codebooks(trained)
+  valid = today["valid"]
+  assert_codes_equal_except_ties(before["codes"][valid], today["codes"][valid],
+                                 today["latents"][valid], today["latents"][valid], codebooks,
+                                 cosine=config.model.quantizer.cosine)
+
+
 def test_old_and_new_model_npz_tokenize_as_the_old_run_did(tmp_path, legacy_trained):
   """The format-1 model.npz and today's export of the same checkpoint give the old tokens."""
   export_lib.export(legacy_trained, str(tmp_path / "model.npz"))
@@ -191,3 +228,15 @@ def test_the_additive_decoder_exports_and_decodes_the_same_in_numpy(tmp_path):
   got = tok.decode(codes[0], denormalized=False)
   # A sum of L code vectors, then one matmul over code_dim terms (as test_ablation's bound).
   assert_close_f32(got, want, f32_rtol(config.model.code_dim + tok.num_levels, depth=2))
+
+
+def test_a_checkpoint_that_does_not_fit_its_config_is_named_before_orbax_reads_it(tmp_path):
+  shutil.copytree(LEGACY / "run", tmp_path / "run")
+  config_path = tmp_path / "run" / "config.json"
+  written = json.loads(config_path.read_text())
+  written["config"]["model"]["width"] = 32
+  config_path.write_text(json.dumps(written))
+  with pytest.raises(checkpointing.CheckpointMismatchError,
+                     match=r"checkpoints/2: params/decoder/Conv_0/bias is \(16,\) in the "
+                           r"checkpoint but \(32,\) in the config's model$"):
+    trained_model.load(str(tmp_path / "run"))

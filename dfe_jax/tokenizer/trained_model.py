@@ -43,6 +43,13 @@ def load(workdir, step=None, best=False):
       name.isdigit() for name in filesystem.listdir(directory)):
     raise FileNotFoundError(f"{directory}: no checkpoint; train first (python -m dfe_jax.train)")
   manager = checkpointing.read_only_manager(directory)
+  try:  # Closed on every path: an open manager's threads would outlive an error.
+    return _restore(manager, directory, config, info, step)
+  finally:
+    manager.close()
+
+
+def _restore(manager, directory, config, info, step):
   step = manager.latest_step() if step is None else step
   if step is None or step not in manager.all_steps():
     raise FileNotFoundError(f"{directory}: no checkpoint" + (f" at step {step}" if step else ""))
@@ -56,6 +63,5 @@ def load(workdir, step=None, best=False):
   abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=on_here),
                           abstract)
   state = checkpointing.restore_state(manager, step, abstract, model)
-  manager.close()
   return TrainedModel(config, info, model, {"params": state.params, "vq_stats": state.vq_stats},
                       step)

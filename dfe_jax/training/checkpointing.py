@@ -5,12 +5,10 @@ RNG) and a JSON `meta` item (the data position and provenance). The data positio
 number of global batches consumed, which equals the step: the input pipeline restarts its
 stream there exactly (see `input_pipeline`).
 
-Checkpoints written before the model was described as layers (`models/architecture.py`) name
-the temporal conv's weights as Flax did automatically (`Conv_0`, `ResStack_0/Conv_1`);
-`restore_state` reads both, renaming the old ones with `architecture.legacy_names`.
+Checkpoints written before the model was described as layers (`models/architecture.py`) hold
+the parameters in an older layout; `restore_state` reads both (`legacy_layouts`).
 """
 
-import dataclasses
 import os
 
 from absl import logging
@@ -18,8 +16,7 @@ import jax
 import orbax.checkpoint as ocp
 
 from dfe_jax.formats import outputs
-from dfe_jax.models import architecture
-from dfe_jax.models import temporal_conv
+from dfe_jax.training import legacy_layouts
 
 
 def _handlers():
@@ -43,75 +40,42 @@ def _abstract(state):
   return jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
 
 
-def _legacy_names(model):
-  """{"encoder": {name: old name}, "decoder": ...} for the temporal conv's modules, which had
-  Flax's automatic names before the layer lists."""
-  return {part: architecture.legacy_names(module.layers())
-          for part, module in (("encoder", model.encoder), ("decoder", model.decoder))
-          if isinstance(module, (temporal_conv.Encoder, temporal_conv.Decoder))}
+class CheckpointMismatchError(ValueError):
+  """A checkpoint does not fit the model its config describes; names the checkpoint."""
 
 
-def _map_parts(tree, convert):
-  """`tree` with every dict entry "encoder"/"decoder" replaced by `convert(part, value)`.
-
-  Walks dicts, tuples (named or not), lists and dataclasses: the params and each of the
-  optimizer's moment trees have that shape.
-  """
-  if isinstance(tree, dict):
-    return {k: convert(k, v) if k in ("encoder", "decoder") and isinstance(v, dict)
-            else _map_parts(v, convert) for k, v in tree.items()}
-  if isinstance(tree, tuple) and hasattr(tree, "_fields"):
-    return type(tree)(*(_map_parts(v, convert) for v in tree))
-  if isinstance(tree, (tuple, list)):
-    return type(tree)(_map_parts(v, convert) for v in tree)
-  if dataclasses.is_dataclass(tree) and not isinstance(tree, type):
-    return tree.replace(**{f.name: _map_parts(getattr(tree, f.name), convert)
-                           for f in dataclasses.fields(tree)})
-  return tree
-
-
-def _to_legacy(tree, names):
-  def convert(part, modules):
-    if part not in names:
-      return modules
-    old = {}
-    for name, leaves in modules.items():
-      *scopes, last = names[part][name].split("/")
-      node = old
-      for scope in scopes:
-        node = node.setdefault(scope, {})
-      node[last] = leaves
-    return old
-  return _map_parts(tree, convert)
-
-
-def _from_legacy(tree, names):
-  def convert(part, old):
-    if part not in names:
-      return old
-    modules = {}
-    for name, old_name in names[part].items():
-      node = old
-      for scope in old_name.split("/"):
-        node = node[scope]
-      modules[name] = node
-    return modules
-  return _map_parts(tree, convert)
-
-
-def _has_legacy_names(manager, step):
-  params = manager.item_metadata(step)["state"].tree["params"]
-  return "Conv_0" in params.get("encoder", {})
+def _check_params_fit(where, stored, wanted, path="params"):
+  """Stops, naming the first parameter, where the checkpoint's parameter tree `stored` (Orbax
+  metadata) and the model's `wanted` (ShapeDtypeStructs) differ: before Orbax reads a byte."""
+  for key in sorted(set(stored) | set(wanted)):
+    name = f"{path}/{key}"
+    if key not in wanted or key not in stored:
+      side = "the checkpoint" if key in stored else "the config's model"
+      raise CheckpointMismatchError(f"{where}: only {side} has {name}; is this the config the "
+                                    "checkpoint was trained with?")
+    if isinstance(wanted[key], dict):
+      _check_params_fit(where, stored[key], wanted[key], name)
+    elif tuple(stored[key].shape) != tuple(wanted[key].shape):
+      raise CheckpointMismatchError(f"{where}: {name} is {tuple(stored[key].shape)} in the "
+                                    f"checkpoint but {tuple(wanted[key].shape)} in the config's "
+                                    "model")
 
 
 def restore_state(manager, step, abstract_state, model):
   """The `TrainState` of `manager`'s checkpoint `step` of `model`, restored into
-  `abstract_state`'s structure and shardings; old layer names are renamed to today's."""
-  names = _legacy_names(model) if _has_legacy_names(manager, step) else {}
-  target = _to_legacy(abstract_state, names) if names else abstract_state
-  restored = manager.restore(step, args=ocp.args.Composite(
-      state=ocp.args.StandardRestore(target)))["state"]
-  return _from_legacy(restored, names) if names else restored
+  `abstract_state`'s structure and shardings; an older layout is converted to today's."""
+  stored_params = manager.item_metadata(step)["state"].tree["params"]
+  parts = legacy_layouts.old_parts(model, stored_params)
+  target = legacy_layouts.to_old(abstract_state, parts) if parts else abstract_state
+  _check_params_fit(f"{manager.directory}/{step}", stored_params, target.params)
+  try:
+    restored = manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(target)))["state"]
+  except (ValueError, KeyError, TypeError) as e:  # Orbax's message spans lines: keep the first.
+    first_line = (str(e).strip().splitlines() or [type(e).__name__])[0]
+    raise CheckpointMismatchError(f"{manager.directory}/{step}: does not fit the model of its "
+                                  f"config ({first_line})") from None
+  return legacy_layouts.to_new(restored, parts) if parts else restored
 
 
 class Checkpoints:
