@@ -13,7 +13,6 @@ from absl import logging
 
 from dfe_jax import startup
 from dfe_jax.formats import outputs
-from dfe_jax.formats import video_files
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Training workdir (checkpoints/, config.json, "
                                "dataset.json).", required=True)
@@ -44,7 +43,7 @@ def main(argv):
         chunk_frames=_CHUNK_FRAMES.value, batch_frames=_BATCH_FRAMES.value,
         max_steps_per_file=_MAX_STEPS_PER_FILE.value, splits=_SPLITS.value,
         overwrite=_OVERWRITE.value)
-  except (video_files.VideoFileError, outputs.OutputExistsError, FileNotFoundError, ValueError) as e:
+  except (outputs.OutputExistsError, FileNotFoundError, ValueError) as e:
     startup.fail("tokenize", e)
   logging.info("tokenize: done in %.1f s", summary["seconds"])
   print(f"tokenize: {summary['num_videos']} videos, {summary['num_frames']} frames, "

@@ -59,6 +59,10 @@ def test_manifest_round_trip_resolves_paths_and_keeps_every_column(tmp_path):
     (HEADER + "a,s1,a.npz,train,1\n\na,s2,b.npz,train,0\n", {},
      ":4: duplicate video_id 'a' (first on line 2)"),
     (HEADER + "a,s1,a.npz,dev,1\n", {}, ":2: split 'dev' is not one of train, val, test"),
+    ("video_id,subject_id,path,path\na,s1,a.npz,b.npz\n", {},
+     ": column(s) path appear more than once"),
+    (HEADER + "a,s1,a.npz,train," + "9" * 200_000 + "\n", {},
+     ": not a readable CSV manifest (field larger than field limit"),
     (HEADER + "a,s1,a.npz,train,1\nb,s2,b.npz,,0\n", {},
      ":3: video 'b' has no split, but other videos have one (give all or none)"),
     (HEADER + "a,s1,a.npz,train,1\nb,s1,b.npz,test,0\n", {},
@@ -150,6 +154,11 @@ def test_bad_probe_results_are_one_line_naming_the_file(tmp_path, content, expec
 def test_missing_probe_results_is_a_file_not_found_error(tmp_path):
   with pytest.raises(FileNotFoundError, match="results.json: no probe results"):
     probe_results.read(str(tmp_path))
+
+
+def test_a_split_is_read_without_the_spaces_around_it(tmp_path):
+  path = _write(tmp_path, HEADER + "a,s1,a.npz, train ,1\nb,s2,b.npz,val,0\n")
+  assert [r["split"] for r in manifest.read(path)] == ["train", "val"]
 
 
 def test_videos_csv_round_trip_and_a_missing_one_is_named(tmp_path):

@@ -198,6 +198,13 @@ def test_a_model_npz_missing_a_layer_or_of_another_version_fails_naming_it(tmp_p
                      match=r"broken.npz: encoder layer 'a' has kind 'attention'"):
     numpy_tokenizer.NumpyTokenizer.load(_broken(tmp_path, newer))
 
+  def no_layers(arrays):
+    arrays.update(format_version=np.int32(2))
+  with pytest.raises(numpy_tokenizer.ModelFileError,
+                     match=r"broken.npz: model.npz format 2 lacks encoder_layers_json, "
+                           r"decoder_layers_json$"):
+    numpy_tokenizer.NumpyTokenizer.load(_broken(tmp_path, no_layers))
+
   def future(arrays):
     arrays["format_version"] = np.int32(99)
   with pytest.raises(numpy_tokenizer.ModelFileError,

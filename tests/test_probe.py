@@ -317,6 +317,7 @@ def test_kmeans_baseline_sees_the_frames_the_tokenizer_saw(small_corpus, tmp_pat
   manifest = inputs.read_manifest(small_corpus)
   videos = inputs.load_videos(manifest, range(len(manifest.rows)))
   stats, split_of = inputs.read_dataset(os.path.join(shards, "dataset.json"))
+  assert inputs.read_dataset(shards) == (stats, split_of)  # The folder names it too.
   normalised = inputs.normalize_like_tokenizer(manifest, list(videos), stats)
   info = json.load(open(os.path.join(shards, "dataset.json")))
   subject = manifest.rows[0]["subject_id"]

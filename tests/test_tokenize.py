@@ -240,7 +240,7 @@ def test_clear_errors(trained, small_corpus, tmp_path):
   with pytest.raises(outputs.OutputExistsError, match="--overwrite"):
     tokenize_lib.tokenize_videos(trained, small_corpus, out)
   f = trained.info["num_features"]
-  with pytest.raises(video_files.VideoFileError, match="empty video"):
+  with pytest.raises(tokenize_lib.TokenizeError, match="empty video"):
     tokenize_lib.tokenize_videos(trained, [tokenize_lib.VideoInput(
         "e", "s", np.zeros((0, f), np.float32), np.zeros(0, bool))], str(tmp_path / "empty"))
   assert not os.listdir(tmp_path / "empty")  # Nothing half-written.
@@ -251,7 +251,7 @@ def test_clear_errors(trained, small_corpus, tmp_path):
            feature_names=np.array(names))
   manifest = tmp_path / "manifest.csv"
   manifest.write_text(f"video_id,subject_id,path\nv,s,{video}\n")
-  with pytest.raises(video_files.VideoFileError, match="feature names differ from training"):
+  with pytest.raises(tokenize_lib.TokenizeError, match="feature names differ from training"):
     tokenize_lib.tokenize_videos(trained, str(manifest), str(tmp_path / "renamed"))
   with pytest.raises(FileNotFoundError, match="no checkpoint|not found"):
     trained_model.load(str(tmp_path))

@@ -30,7 +30,8 @@ from dfe_jax.formats import provenance
 from dfe_jax.formats import video_files
 
 FORMAT_VERSION = dataset_info.FORMAT_VERSION
-_OUTPUT_FILES = ("dataset.json", dataset_info.VIDEOS_CSV, tfds_metadata.DATASET_INFO, tfds_metadata.FEATURES)
+_OUTPUT_FILES = ("dataset.json", dataset_info.VIDEOS_CSV, tfds_metadata.DATASET_INFO,
+                 tfds_metadata.FEATURES)
 
 
 class IngestError(ValueError):
@@ -91,7 +92,8 @@ def source_fps(row):
       raise video_files.VideoFileError(str(e)) from None
     if "fps" in data:
       return float(data["fps"])
-  raise video_files.VideoFileError(f"{row['path']}: no frame rate; add an 'fps' column to the manifest")
+  raise video_files.VideoFileError(f"{row['path']}: no frame rate; add an 'fps' column to the "
+                                   "manifest")
 
 
 def resample(x_TD, valid_T, from_fps, to_fps):
@@ -148,8 +150,8 @@ def check_output_dir(output_dir, overwrite):
 def ingest(manifest, output_dir, options):
   """Ingests `manifest` into `output_dir` with the Beam pipeline; returns the dataset.json dict.
 
-  Bad input stops it with one line (`ManifestError`, `VideoFileError`, `IngestError`) naming the first bad file in manifest order, and
-  nothing is left in `output_dir`.
+  Bad input stops it with one line (`ManifestError`, `VideoFileError`, `IngestError`) naming
+  the first bad file in manifest order, and nothing is left in `output_dir`.
   """
   from dfe_jax.data import beam_options  # pylint: disable=g-import-not-at-top
   with beam_options.quiet_beam():
@@ -186,8 +188,7 @@ def _ingest(manifest, output_dir, options):
     dataset_info.write_videos(output_dir, [dict(v, num_nonfinite_frames=v["num_nonfinite"])
                                            for v in summary["videos"]])
     tfds_metadata.write(output_dir, info)
-    with outputs.atomic_open(os.path.join(output_dir, "dataset.json")) as f:
-      json.dump(info, f, indent=1)
+    dataset_info.write(output_dir, info)
   finally:
     filesystem.rmtree(staging)
   frames = sum(v["num_frames"] for v in summary["videos"])

@@ -1,9 +1,12 @@
-"""`dataset.json` and `videos.csv` (docs/formats.md, "Shards and dataset.json"): their readers.
+"""`dataset.json` and `videos.csv` (docs/formats.md, "Shards and dataset.json"): their one writer
+and reader.
 
-Ingest writes both beside the shards; training copies `dataset.json` into the workdir.
-Everything else reads `dataset.json` through `read`, which stops on a file of an unknown
-`format_version` with one line, and the videos' splits through `read_video_splits`.
+Ingest writes both beside the shards; training copies `dataset.json` into the workdir (both
+through `write`). Everything else reads `dataset.json` through `read`, which stops on a file of
+an unknown `format_version` with one line, and the videos' splits through `read_video_splits`.
 """
+
+import json
 
 import csv
 import io
@@ -34,6 +37,15 @@ SPEC = versioned_json.JsonFormat(
 def read(path):
   """The parsed `dataset.json` at `path` (or in the folder `path`)."""
   return versioned_json.read(path, SPEC)
+
+
+def write(folder, info):
+  """`dataset.json` in `folder`, atomically (a crash never leaves half a file)."""
+  if info.get("format_version") != FORMAT_VERSION:
+    raise DatasetInfoError(f"{folder}: refusing to write dataset.json of format_version "
+                           f"{info.get('format_version')!r} (this dfe_jax writes {FORMAT_VERSION})")
+  with outputs.atomic_open(os.path.join(folder, "dataset.json")) as f:
+    json.dump(info, f, indent=1)
 
 
 VIDEOS_CSV = "videos.csv"

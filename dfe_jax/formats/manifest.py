@@ -46,10 +46,20 @@ def read(path, need_files=True):
   with `need_files`, every row has a `path` to an existing file.
   Errors give the line a row ends on (a quoted field may span lines).
   """
+  try:
+    return _read_rows(path, need_files)
+  except csv.Error as e:
+    raise ManifestError(f"{path}: not a readable CSV manifest ({e})") from None
+
+
+def _read_rows(path, need_files):
   reader = csv.DictReader(io.StringIO(_text(path), newline=""))
   columns = reader.fieldnames
   if not columns:
     raise ManifestError(f"{path}: manifest is empty (no header line)")
+  repeated = sorted({c for c in columns if columns.count(c) > 1})
+  if repeated:
+    raise ManifestError(f"{path}: column(s) {', '.join(repeated)} appear more than once")
   required = REQUIRED_COLUMNS if need_files else ID_COLUMNS
   missing = [c for c in required if c not in columns]
   if missing:
@@ -70,6 +80,8 @@ def read(path, need_files=True):
                           f"{first_line[vid]})")
     first_line[vid] = line
     split = (row.get("split") or "").strip()
+    if "split" in row:
+      row["split"] = split
     if split and split not in SPLITS:
       raise ManifestError(f"{path}:{line}: split {split!r} is not one of {', '.join(SPLITS)}")
     target = row.get("path") or ""

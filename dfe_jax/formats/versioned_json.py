@@ -40,7 +40,7 @@ def read(path, spec):
     raise spec.error(f"{path}: not {spec.kind} (a JSON object is expected)")
   version = content.get("format_version", spec.unversioned)
   if version not in spec.versions:
-    raise spec.error(f"{path}: {spec.kind} format_version {version}; this dfe_jax reads "
+    raise spec.error(f"{path}: {spec.kind} format_version {version!r}; this dfe_jax reads "
                      f"{', '.join(map(str, spec.versions))} ({spec.remedy})")
   missing = [k for k in spec.required_keys if k not in content]
   if missing:

@@ -19,7 +19,7 @@ _CSV_META_COLUMNS = ("frame", "timestamp", "time", "valid")
 
 
 class VideoFileError(ValueError):
-  """A user's input file or manifest row is unusable; the message names it."""
+  """A per-video feature file is unusable; the one-line message names the file."""
 
 
 @dataclasses.dataclass
@@ -68,7 +68,8 @@ def _read_npz(path):
 
 def _check_matrix(path, x):
   if x.ndim != 2:
-    raise VideoFileError(f"{path}: features must be a [frames, features] matrix, got shape {x.shape}")
+    raise VideoFileError(f"{path}: features must be a [frames, features] matrix, got shape "
+                         f"{x.shape}")
   if x.shape[0] == 0:
     raise VideoFileError(f"{path}: empty video (0 frames)")
   if x.shape[1] == 0:
@@ -125,11 +126,12 @@ def _read_emoca_folder(path):
         exp = np.load(io.BytesIO(filesystem.open(os.path.join(frame, "exp.npy"), "rb").read()))
         pose = np.load(io.BytesIO(filesystem.open(os.path.join(frame, "pose.npy"), "rb").read()))
       except Exception as e:
-        raise VideoFileError(f"{frame}: EMOCA frame needs readable exp.npy and pose.npy ({e})") from None
+        raise VideoFileError(f"{frame}: EMOCA frame needs readable exp.npy and pose.npy "
+                             f"({e})") from None
       exp, pose = exp.reshape(-1), pose.reshape(-1)
       if exp.size < 50 or pose.size < 6:
         raise VideoFileError(f"{frame}: exp.npy has {exp.size} values (need 50), pose.npy "
-                         f"{pose.size} (need 6)")
+                             f"{pose.size} (need 6)")
       rows.append(np.concatenate([exp[:50], pose[3:6]]))
     x = np.stack(rows)
     return Video(x.astype(np.float32), np.ones(len(x), bool), None, feature_spaces.FLAME53)
@@ -141,7 +143,7 @@ def _read_emoca_folder(path):
     v = np.load(io.BytesIO(filesystem.open(os.path.join(path, name), "rb").read())).reshape(-1)
     if vectors and v.size != vectors[0].size:
       raise VideoFileError(f"{os.path.join(path, name)}: {v.size} values, other frames have "
-                       f"{vectors[0].size}")
+                           f"{vectors[0].size}")
     vectors.append(v)
   x = np.stack(vectors)
   return Video(x.astype(np.float32), np.ones(len(x), bool), None, default_names(x.shape[1]))

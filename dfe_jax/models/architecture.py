@@ -7,8 +7,8 @@ tokenizer, which reads the list from `model.npz` (`to_json`). So a layer added o
 is added or renamed everywhere, and a list whose weights are missing fails naming the layer.
 
 Encoder (frames [T, F] -> latents [T / f, D], f = 2**downsample_log2):
-  stem conv, ReLU; per stage: strided conv `stage<s>_down` (kernel 4, stride 2), residual blocks
-  `stage<s>_res<i>` = x + mix(ReLU(dilated(ReLU(x)))), one per dilation; conv `out` to D.
+  stem conv, ReLU; per stage: strided conv `stage<s>_down` (`down_kernel`, stride 2), residual
+  blocks `stage<s>_res<i>` = x + mix(ReLU(dilated(ReLU(x)))), one per dilation; conv `out` to D.
 Decoder mirrors it: stem conv, ReLU; per stage: residual blocks, then `stage<s>_up` (nearest x2
   upsampling, then conv); conv `hidden`, ReLU; conv `out` to the feature count.
 Additive decoder (`models/additive_decoder.py`): one 1x1 conv `readout` of the latent, repeated
@@ -91,8 +91,10 @@ def run(layers, h, conv, relu):
       h = conv(layer, h)
     elif isinstance(layer, Relu):
       h = relu(h)
-    else:
+    elif isinstance(layer, Residual):
       h = h + run(layer.body, h, conv, relu)
+    else:
+      raise TypeError(f"{layer!r} is not a ConvLayer, Relu or Residual")
   return h
 
 
@@ -131,8 +133,10 @@ def to_json(layers):
       out.append({"kind": "conv", **dataclasses.asdict(layer)})
     elif isinstance(layer, Relu):
       out.append({"kind": "relu"})
-    else:
+    elif isinstance(layer, Residual):
       out.append({"kind": "residual", "body": to_json(layer.body)})
+    else:
+      raise TypeError(f"{layer!r} is not a ConvLayer, Relu or Residual")
   return out
 
 

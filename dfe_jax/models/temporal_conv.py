@@ -3,7 +3,8 @@
 The layers are those of `architecture.encoder_layers` / `decoder_layers` (read that module for
 the architecture); `Encoder` and `Decoder` run them with `Conv`, each conv a submodule named
 after its layer. `downsample_log2 = 0` gives one latent per frame and no residual stages: the
-stem and output convs alone, so each latent sees its frame and two neighbours either side.
+stem and output convs alone, so each latent sees `kernel_size - 1` neighbours either side (two
+for the default kernel 3).
 
 Shape legend: B batch, T frames (a multiple of 2**downsample_log2), S = T / 2**downsample_log2
 latent steps, F feature_dim, W width, D code_dim.
@@ -55,8 +56,8 @@ class Conv(nn.Module):
 
 def conv_module(conv_class, layer, dtype):
   """The `conv_class` submodule that computes the `architecture.ConvLayer` `layer`."""
-  return conv_class(layer.features, layer.kernel_size, layer.stride, layer.dilation,
-                    layer.upsample, dtype, name=layer.name)
+  return conv_class(features=layer.features, kernel_size=layer.kernel_size, stride=layer.stride,
+                    dilation=layer.dilation, upsample=layer.upsample, dtype=dtype, name=layer.name)
 
 
 class Encoder(nn.Module):

@@ -7,6 +7,7 @@ import os
 import numpy as np
 
 from dfe_jax.formats import dataset_info
+from dfe_jax.formats import filesystem
 from dfe_jax.formats import manifest as manifest_format
 from dfe_jax.formats import normalization
 from dfe_jax.formats import video_files
@@ -105,9 +106,10 @@ def load_videos(manifest, indices):
 def read_dataset(path):
   """The tokenizer's `dataset.json` (normalisation statistics) and its videos' splits, from the
   `videos.csv` ingest wrote beside it: (stats, {video_id: split})."""
+  folder = path if filesystem.isdir(path) else os.path.dirname(path)
   try:
     info = dataset_info.read(path)
-    split_of = dataset_info.read_video_splits(os.path.dirname(path))
+    split_of = dataset_info.read_video_splits(folder)
   except (OSError, ValueError) as e:
     raise ProbeInputError(f"config.dataset={path}: not an ingest dataset.json with videos.csv "
                           f"beside it ({e})") from None

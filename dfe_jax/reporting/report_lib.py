@@ -200,7 +200,8 @@ def gather(workdir, output_dir, *, tokens=None, manifest=None, flame_model=None,
         pass
   return ReportData(trained, workdir, output_dir, feature_names, float(info["fps"]), token_data,
                     tokens_source, videos, split_source, read_metrics(workdir), options,
-                    flame_model, manifest, display_discovery.read(discovery_dir) if discovery_dir else None,
+                    flame_model, manifest,
+                    display_discovery.read(discovery_dir) if discovery_dir else None,
                     probe_results.read(probe_dir) if probe_dir else None, notes)
 
 

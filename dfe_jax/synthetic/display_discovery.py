@@ -36,7 +36,7 @@ TOKENS = "DFE tokens"
 HELD_OUT_SPLITS = ("val", "test")
 MAX_STEPS = 20_000  # Steps per side for the step-level fits: seconds on 2 cores.
 FORMAT_VERSION = 1
-READS_VERSIONS = (1,)
+READABLE_VERSIONS = (1,)
 
 
 class DiscoveryResultsError(ValueError):
@@ -48,7 +48,7 @@ class DiscoveryResultsNotFoundError(DiscoveryResultsError, FileNotFoundError):
 
 
 SPEC = versioned_json.JsonFormat(
-    file_name="discovery.json", kind="discovery results", versions=READS_VERSIONS,
+    file_name="discovery.json", kind="discovery results", versions=READABLE_VERSIONS,
     remedy="re-run python -m dfe_jax.discover, or update dfe_jax",
     produced_by="python -m dfe_jax.discover", error=DiscoveryResultsError,
     not_found_error=DiscoveryResultsNotFoundError, unversioned=1,

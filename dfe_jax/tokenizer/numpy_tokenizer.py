@@ -23,7 +23,7 @@ import json
 import numpy as np
 
 FORMAT_VERSION = 2
-READS_VERSIONS = (1, 2)  # 1: before the layer lists (no `*_layers_json`; Flax's layer names).
+READABLE_VERSIONS = (1, 2)  # 1: before the layer lists (no `*_layers_json`; Flax's layer names).
 _F32 = np.float32
 
 
@@ -120,10 +120,15 @@ class NumpyTokenizer:
 
   def __init__(self, arrays, path="model.npz"):
     version = int(arrays["format_version"]) if "format_version" in arrays else None
-    if version not in READS_VERSIONS:
+    if version not in READABLE_VERSIONS:
       raise ModelFileError(f"{path}: model.npz format {version}; this tokenizer reads formats "
-                           f"{', '.join(map(str, READS_VERSIONS))}: export it again with the "
+                           f"{', '.join(map(str, READABLE_VERSIONS))}: export it again with the "
                            "dfe_jax that reads it")
+    required = ["config_json", "feature_names", "fps", "norm_mode", "norm_mean", "norm_std"]
+    required += ["encoder_layers_json", "decoder_layers_json"] if version >= 2 else []
+    missing = [k for k in required if k not in arrays]
+    if missing:
+      raise ModelFileError(f"{path}: model.npz format {version} lacks {', '.join(missing)}")
     self.config = json.loads(str(arrays["config_json"]))
     self.model_config = self.config["model"]
     if self.model_config["name"] != "temporal_conv":
@@ -145,6 +150,8 @@ class NumpyTokenizer:
       self._check_weights(path, part)
     q = self.model_config["quantizer"]
     self.has_codes = q["kind"] == "rvq"
+    if self.has_codes and "codebooks" not in arrays:
+      raise ModelFileError(f"{path}: model.npz of an RVQ model lacks codebooks")
     self.codebooks_CKE = arrays["codebooks"].astype(_F32) if self.has_codes else None
     self.num_levels = q["num_levels"] if self.has_codes else 0
     self.cosine = bool(q["cosine"]) if self.has_codes else False

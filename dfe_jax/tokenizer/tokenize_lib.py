@@ -27,9 +27,11 @@ from dfe_jax.formats import manifest as manifest_format
 from dfe_jax.formats import normalization
 from dfe_jax.formats import outputs
 from dfe_jax.formats import tokens
-from dfe_jax.formats import video_files
 from dfe_jax.tokenizer import chunked_encoder
 
+
+class TokenizeError(ValueError):
+  """Videos this model cannot tokenize (other features, wrong shape, empty); names the video."""
 
 
 @dataclasses.dataclass
@@ -74,7 +76,7 @@ def _check_names(names, info, where):
     diff = next((f"column {i} is {a!r}, training had {b!r}" for i, (a, b) in
                  enumerate(zip(names, expected)) if a != b),
                 f"{len(names)} features, training had {len(expected)}")
-    raise video_files.VideoFileError(f"{where}: feature names differ from training ({diff})")
+    raise TokenizeError(f"{where}: feature names differ from training ({diff})")
 
 
 def manifest_subjects(rows, info):
@@ -248,10 +250,10 @@ def tokenize_videos(trained, data, output_dir, *, latents=False, chunk_frames=40
     for group in groups:
       for v in group:
         if len(v.features) == 0:
-          raise video_files.VideoFileError(f"video {v.video_id!r}: empty video (0 frames)")
+          raise TokenizeError(f"video {v.video_id!r}: empty video (0 frames)")
         if v.features.ndim != 2 or v.features.shape[1] != trained.info["num_features"]:
-          raise video_files.VideoFileError(f"video {v.video_id!r}: features have shape {v.features.shape}, "
-                           f"the model expects [frames, {trained.info['num_features']}]")
+          raise TokenizeError(f"video {v.video_id!r}: features have shape {v.features.shape}, "
+                              f"the model expects [frames, {trained.info['num_features']}]")
       block.append(group)
       if sum(len(v.features) for g in block for v in g) >= block_frames:
         run_block()

@@ -14,7 +14,9 @@ import ml_collections
 
 from dfe_jax import models
 from dfe_jax.data import input_pipeline
+from dfe_jax.formats import dataset_info
 from dfe_jax.formats import filesystem
+from dfe_jax.formats import outputs
 from dfe_jax.formats import provenance
 from dfe_jax.training import checkpointing
 from dfe_jax.training import device_batches
@@ -51,9 +53,8 @@ def resolve_config(config, info):
 def _write_run_files(workdir, config, info):
   if jax.process_index() != 0:
     return
-  with filesystem.open(os.path.join(workdir, "dataset.json"), "w") as f:
-    json.dump(info, f, indent=1)
-  with filesystem.open(os.path.join(workdir, "config.json"), "w") as f:
+  dataset_info.write(workdir, info)
+  with outputs.atomic_open(os.path.join(workdir, "config.json")) as f:
     json.dump({"config": config.to_dict(), **provenance.training_run()}, f, indent=1)
 
 
