@@ -355,3 +355,15 @@ def test_beam_pipeline_options_take_beams_flags_or_the_tfds_form():
       "DirectRunner", 2, "multi_threading")
   mine = beam_options.pipeline_options(["--direct_num_workers=1"], num_workers=2)
   assert mine.get_all_options()["direct_running_mode"] == "in_memory"
+
+
+def test_the_manifest_fps_column_overrides_the_files_rate_everywhere(tmp_path):
+  """One rule (ingest_lib.frame_rate): the rate ingest records is the rate it resamples from."""
+  path = str(tmp_path / "v.npz")
+  outputs.save_npz(path, features=np.zeros((30, 4), np.float32), fps=30.0)
+  row = {"video_id": "v", "subject_id": "s", "path": path, "fps": "15"}
+  video = ingest_lib.load_and_resample(row, 15.0)
+  assert ingest_lib.source_fps(row) == video["source_fps"] == 15.0
+  assert len(video["features"]) == 30  # Already at 15 fps: nothing resampled.
+  row["fps"] = ""
+  assert ingest_lib.source_fps(row) == ingest_lib.load_and_resample(row, 15.0)["source_fps"] == 30.0

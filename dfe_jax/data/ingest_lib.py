@@ -25,7 +25,6 @@ from dfe_jax.formats import dataset_info
 from dfe_jax.formats import feature_spaces
 from dfe_jax.formats import filesystem
 from dfe_jax.formats import manifest as manifest_format
-from dfe_jax.formats import outputs
 from dfe_jax.formats import provenance
 from dfe_jax.formats import video_files
 
@@ -81,19 +80,21 @@ def assign_splits(rows, val_fraction, test_fraction, seed):
   return {r["video_id"]: split_of[r["subject_id"]] for r in rows}
 
 
-def source_fps(row):
-  """A video's frame rate: the manifest's `fps` column, else the `fps` stored in its `.npz`."""
+def frame_rate(row, file_fps):
+  """A video's frame rate, the one rule: the manifest's `fps` column when given (it overrides),
+  else `file_fps`, the rate its feature file stores (None: the file stores none)."""
   if (row.get("fps") or "").strip():
     return float(row["fps"])
-  if row["path"].endswith(".npz"):
-    try:
-      data = outputs.load_npz(row["path"])
-    except outputs.UnreadableFileError as e:
-      raise video_files.VideoFileError(str(e)) from None
-    if "fps" in data:
-      return float(data["fps"])
-  raise video_files.VideoFileError(f"{row['path']}: no frame rate; add an 'fps' column to the "
-                                   "manifest")
+  if file_fps is None:
+    raise video_files.VideoFileError(f"{row['path']}: no frame rate; add an 'fps' column to the "
+                                     "manifest")
+  return file_fps
+
+
+def source_fps(row):
+  """`frame_rate` of a manifest row, reading its file only when the manifest gives no rate."""
+  given = (row.get("fps") or "").strip()
+  return frame_rate(row, None if given else video_files.read_video(row["path"]).fps)
 
 
 def resample(x_TD, valid_T, from_fps, to_fps):
@@ -115,7 +116,7 @@ def resample(x_TD, valid_T, from_fps, to_fps):
 def load_and_resample(row, target_fps):
   """Reads one video, marks non-finite frames invalid and resamples it (runs in a worker)."""
   video = video_files.read_video(row["path"])
-  fps = video.fps or source_fps(row)
+  fps = frame_rate(row, video.fps)
   finite = np.isfinite(video.features).all(1)
   num_nonfinite = int((~finite).sum())
   x = np.where(finite[:, None], video.features, 0.0).astype(np.float32)
