@@ -12,6 +12,7 @@ import pytest
 from dfe_jax.formats import dataset_info
 from dfe_jax.formats import manifest
 from dfe_jax.formats import probe_results
+from dfe_jax.formats import video_files
 
 HEADER = "video_id,subject_id,path,split,stress\n"
 
@@ -159,6 +160,20 @@ def test_missing_probe_results_is_a_file_not_found_error(tmp_path):
 def test_a_split_is_read_without_the_spaces_around_it(tmp_path):
   path = _write(tmp_path, HEADER + "a,s1,a.npz, train ,1\nb,s2,b.npz,val,0\n")
   assert [r["split"] for r in manifest.read(path)] == ["train", "val"]
+
+
+def test_per_video_npz_round_trip_and_inconsistent_arrays_are_refused(tmp_path):
+  path = str(tmp_path / "v.npz")
+  features = np.arange(12, dtype=np.float32).reshape(4, 3)
+  video_files.write_npz(path, features, [True, True, False, True], 25.0, ["a", "b", "c"],
+                        au=np.ones((4, 2), np.float32), au_names=np.array(["AU01", "AU12"]))
+  video = video_files.read_video(path)
+  np.testing.assert_array_equal(video.features, features)
+  assert video.valid.tolist() == [True, True, False, True] and video.fps == 25.0
+  assert video.feature_names == ("a", "b", "c") and video.au_names == ("AU01", "AU12")
+  with pytest.raises(video_files.VideoFileError, match="w.npz: refusing to write"):
+    video_files.write_npz(str(tmp_path / "w.npz"), features, [True] * 3, 25.0, ["a", "b", "c"])
+  assert not (tmp_path / "w.npz").exists()
 
 
 def test_videos_csv_round_trip_and_a_missing_one_is_named(tmp_path):

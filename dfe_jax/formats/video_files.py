@@ -1,4 +1,5 @@
-"""Readers for per-video expression files: `.npz`, `.npy`, `.csv` and EMOCA-style folders.
+"""Per-video expression files: the readers of `.npz`, `.npy`, `.csv` and EMOCA-style folders,
+and the one `.npz` writer (`write_npz`: extract and the synthetic corpus write through it).
 
 Every reader returns a `Video` or raises `VideoFileError` naming the file and what is wrong.
 """
@@ -147,6 +148,19 @@ def _read_emoca_folder(path):
     vectors.append(v)
   x = np.stack(vectors)
   return Video(x.astype(np.float32), np.ones(len(x), bool), None, default_names(x.shape[1]))
+
+
+def write_npz(path, features, valid, fps, feature_names, **extra):
+  """Writes one per-video `.npz` atomically (local or remote): the arrays `read_video` reads,
+  checked against each other, plus `extra` arrays (au, au_names, landmarks, jitter, ...)."""
+  features = np.asarray(features, np.float32)
+  valid = np.asarray(valid, bool)
+  _check_matrix(path, features)
+  if valid.shape != (len(features),) or len(feature_names) != features.shape[1]:
+    raise VideoFileError(f"{path}: refusing to write {features.shape} features with valid "
+                         f"{valid.shape} and {len(feature_names)} names")
+  outputs.save_npz(path, features=features, valid=valid, fps=fps,
+                   feature_names=np.asarray(feature_names, dtype=str), **extra)
 
 
 def read_video(path):

@@ -49,6 +49,7 @@ from dfe_jax.data import process_pool
 from dfe_jax.formats import feature_spaces
 from dfe_jax.formats import manifest as manifest_format
 from dfe_jax.formats import outputs
+from dfe_jax.formats import video_files
 
 TRAITS = ("stress", "depression", "extraversion")
 AU_NAMES = ("AU01", "AU02", "AU04", "AU05", "AU06", "AU07", "AU09", "AU12", "AU15", "AU17",
@@ -276,7 +277,7 @@ def _write_video(job):
   """Generates and writes one video (runs in a worker process)."""
   spec, dictionary, offset, scale, z_video, seed_seq, path = job
   video = make_video(spec, dictionary, offset, scale, z_video, seed_seq)
-  outputs.save_npz(path, **video)
+  video_files.write_npz(path, **video)
   return len(video["valid"])
 
 

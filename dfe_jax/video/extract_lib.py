@@ -45,6 +45,7 @@ from dfe_jax.formats import feature_spaces
 from dfe_jax.formats import filesystem
 from dfe_jax.formats import manifest as manifest_format
 from dfe_jax.formats import outputs
+from dfe_jax.formats import video_files
 from dfe_jax.video import action_units
 from dfe_jax.video import face_tracking
 from dfe_jax.video import jitter
@@ -359,23 +360,6 @@ def _extractor_string(model_path, options):
                               faces])
 
 
-def write_npz_atomic(path, arrays):
-  """Writes arrays to `path` through a temporary file in the same directory, then renames."""
-  if filesystem.is_remote(path):
-    outputs.save_npz(str(path), **arrays)
-    return
-  path = pathlib.Path(path)
-  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".npz.tmp")
-  try:
-    with os.fdopen(fd, "wb") as f:
-      np.savez(f, **arrays)
-    os.replace(tmp, path)
-  except BaseException:
-    with contextlib.suppress(FileNotFoundError):
-      os.unlink(tmp)
-    raise
-
-
 def _write_csv(path, header, rows):
   """Writes a CSV atomically (local or gs://)."""
   buffer = io.StringIO()
@@ -446,7 +430,7 @@ def extract_one(entry, out, model_path, options, label):
   outcome.frames = int(arrays["valid"].size)
   outcome.valid_frames = int(arrays["valid"].sum())
   outcome.jitter = float(arrays["jitter"])
-  write_npz_atomic(out, arrays)
+  video_files.write_npz(str(out), **arrays)
   outcome.status = "extracted"
   logging.info("%s %d frames, %d with a face (%.0f%%), jitter %.4f, %.1f frames/s, %.1f s -> %s",
                label, outcome.frames, outcome.valid_frames,
