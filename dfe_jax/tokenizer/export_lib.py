@@ -14,6 +14,7 @@ import os
 import jax
 import numpy as np
 
+from dfe_jax.formats import filesystem
 from dfe_jax.formats import outputs
 from dfe_jax.formats import provenance
 from dfe_jax.models import architecture
@@ -75,7 +76,7 @@ def export(trained, output, overwrite=False):
   """Writes `output` (model.npz) and its JSON sidecar atomically; returns the sidecar dict."""
   sidecar_path = os.path.splitext(output)[0] + ".json"
   for path in (output, sidecar_path):
-    if os.path.exists(path) and not overwrite:
+    if filesystem.exists(path) and not overwrite:
       raise outputs.OutputExistsError(f"{path}: already exists; pass --overwrite to replace it")
   arrays = export_arrays(trained)
   sidecar = {
@@ -90,7 +91,7 @@ def export(trained, output, overwrite=False):
   }
   parent = os.path.dirname(output)
   if parent:
-    os.makedirs(parent, exist_ok=True)
+    filesystem.makedirs(parent)
   outputs.save_npz(output, **arrays)
   with outputs.atomic_open(sidecar_path) as f:
     json.dump(sidecar, f, indent=1)
