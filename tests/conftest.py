@@ -1,5 +1,6 @@
 """Test set-up: 8 fake CPU devices for JAX, no GPUs for TensorFlow, small synthetic corpora."""
 
+import gc
 import os
 
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
@@ -37,3 +38,12 @@ def small_shards(small_corpus, tmp_path_factory):
   ingest_lib.ingest(small_corpus, out, ingest_lib.IngestOptions(
       num_shards=2, chunk_frames=128, val_fraction=0.2, test_fraction=0.1, num_processes=1))
   return out
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionfinish(session):  # pylint: disable=unused-argument
+  """Frees the session's compiled programs while the worker still runs its tests' time budget:
+  pytest-xdist interrupts a worker whose shutdown takes over 5 s, and freeing them inside
+  Python's last garbage collections took that long (a KeyboardInterrupt traceback at the end)."""
+  jax.clear_caches()
+  gc.collect()
