@@ -27,6 +27,13 @@ from tolerances import f32_rtol
 
 LEGACY = pathlib.Path(__file__).resolve().parent / "data" / "legacy_c10fd6b"
 
+# The NumPy tokenizer's own copies of the rules it must share with `architecture`.
+# pylint: disable=protected-access
+FORMAT1_LAYERS = numpy_tokenizer._format1_layers
+NUMPY_RECEPTIVE_FIELD = numpy_tokenizer._receptive_field_frames
+NUMPY_FRAMES_PER_STEP = numpy_tokenizer._frames_per_step
+# pylint: enable=protected-access
+
 # (downsample_log2, dilations): the default's one stage-less encoder and stacked variants.
 SHAPES = [(0, (9, 3, 1)), (1, (3, 1)), (2, (9, 3, 1))]
 
@@ -66,7 +73,7 @@ def test_numpy_tokenizer_reads_the_lists_and_format_1_as_they_were(downsample_lo
   receptive field is `architecture`'s."""
   config = _model_config(downsample_log2, dilations)
   model = models.get_model(config)
-  encoder, decoder = numpy_tokenizer._format1_layers(config.to_dict())  # pylint: disable=protected-access
+  encoder, decoder = FORMAT1_LAYERS(config.to_dict())
   for old, module in ((encoder, model.encoder), (decoder, model.decoder)):
     layers = module.layers()
     renamed = architecture.legacy_names(layers)
@@ -83,7 +90,9 @@ def test_numpy_tokenizer_reads_the_lists_and_format_1_as_they_were(downsample_lo
   layers = model.encoder.layers()
   reach = architecture.receptive_field_frames(layers)
   assert chunked_encoder.receptive_field_frames(model) == reach
-  assert numpy_tokenizer._receptive_field_frames(architecture.to_json(layers)) == reach  # pylint: disable=protected-access
+  assert NUMPY_RECEPTIVE_FIELD(architecture.to_json(layers)) == reach
+  assert chunked_encoder.downsample_factor(model) == 2 ** downsample_log2
+  assert NUMPY_FRAMES_PER_STEP(architecture.to_json(layers)) == 2 ** downsample_log2
 
 
 @pytest.fixture(scope="module")

@@ -32,9 +32,9 @@ from dfe_jax.models import temporal_conv
 _MIN_BUCKET = 64
 
 
-def downsample_factor(model_config):
-  """Frames per latent step: 2**downsample_log2 (1 for the per-frame transformer)."""
-  return 2 ** model_config.downsample_log2 if model_config.name == "temporal_conv" else 1
+def downsample_factor(model):
+  """Frames per latent step of a model (`rvq_vae.Model`, which pads to this multiple)."""
+  return 2 ** model.downsample_log2
 
 
 def step_frames(num_steps, factor, num_frames):
@@ -100,7 +100,7 @@ def _encode_batch(model, model_config, variables, x_BTF, valid_BT, length_B):
     z_BSD = model.apply(variables, x_BTF, valid_BT,
                         method=lambda m, x, v: m.encoder(x, v)).astype(jnp.float32)
   batch, steps, _ = z_BSD.shape
-  mask_BS = rvq_vae.latent_mask(valid_BT, model_config.downsample_log2)
+  mask_BS = rvq_vae.latent_mask(valid_BT, model.downsample_log2)
   codes_NL = residual_codes(variables, model_config.quantizer, z_BSD.reshape(batch * steps, -1))
   return codes_NL.reshape(batch, steps, -1), z_BSD, mask_BS
 
@@ -119,7 +119,7 @@ class ChunkedEncoder:
 
   def __init__(self, trained, chunk_frames=4096, batch_frames=32768):
     config = trained.config.model
-    self.factor = downsample_factor(config)
+    self.factor = downsample_factor(trained.model)
     self.context = _round_up(receptive_field_frames(trained.model), self.factor)
     self.chunk_frames = _round_up(max(chunk_frames, self.factor), self.factor)
     self.batch_frames = batch_frames

@@ -74,6 +74,11 @@ def _convs(layers):
   return out
 
 
+def _frames_per_step(layers):
+  """Input frames per output step: the product of the layers' strides."""
+  return int(np.prod([layer["stride"] for layer in layers if layer["kind"] == "conv"]))
+
+
 def _receptive_field_frames(layers):
   """Input frames either side of an output step's own frames that can change it."""
   reach, frames_per_step = 0, 1
@@ -156,7 +161,7 @@ class NumpyTokenizer:
     self.num_levels = q["num_levels"] if self.has_codes else 0
     self.cosine = bool(q["cosine"]) if self.has_codes else False
     self.lookup_dim = int(q["lookup_dim"]) if self.has_codes else 0
-    self.factor = 2 ** self.model_config["downsample_log2"]
+    self.factor = _frames_per_step(self.encoder_layers)
     self.context = _round_up(_receptive_field_frames(self.encoder_layers), self.factor)
 
   def _check_weights(self, path, part):
