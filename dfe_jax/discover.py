@@ -33,10 +33,11 @@ def main(argv):
   del argv
   # Imported after flag parsing, so that `--help` answers without loading JAX or TensorFlow.
   from dfe_jax.formats import dataset_info  # pylint: disable=g-import-not-at-top
+  from dfe_jax.formats import filesystem  # pylint: disable=g-import-not-at-top
   from dfe_jax.synthetic import display_discovery  # pylint: disable=g-import-not-at-top
   from dfe_jax.tokenizer import trained_model  # pylint: disable=g-import-not-at-top
   output_dir = _OUTPUT_DIR.value or os.path.join(_WORKDIR.value, "discovery")
-  if os.path.exists(os.path.join(output_dir, "discovery.json")) and not _OVERWRITE.value:
+  if filesystem.exists(os.path.join(output_dir, "discovery.json")) and not _OVERWRITE.value:
     startup.fail("discover", f"{output_dir}/discovery.json: already exists; pass --overwrite")
   try:
     trained = trained_model.load(_WORKDIR.value)

@@ -24,6 +24,7 @@ import os
 
 import numpy as np
 
+from dfe_jax.formats import filesystem
 from dfe_jax.formats import manifest as manifest_format
 from dfe_jax.formats import outputs
 from dfe_jax.formats import tokens as tokens_format
@@ -210,7 +211,7 @@ def markdown(result):
 
 def write(result, output_dir):
   """`discovery.json` and `discovery.md` in `output_dir`, each whole or not at all."""
-  os.makedirs(output_dir, exist_ok=True)
+  filesystem.makedirs(output_dir)
   with outputs.atomic_open(os.path.join(output_dir, "discovery.json")) as f:
     json.dump({"format_version": FORMAT_VERSION, **result}, f, indent=1)
   with outputs.atomic_open(os.path.join(output_dir, "discovery.md")) as f:
