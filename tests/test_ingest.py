@@ -358,7 +358,7 @@ def test_beam_pipeline_options_take_beams_flags_or_the_tfds_form():
 
 
 def test_the_manifest_fps_column_overrides_the_files_rate_everywhere(tmp_path):
-  """One rule (ingest_lib.frame_rate): the rate ingest records is the rate it resamples from."""
+  """One rule (video_files.frame_rate): the rate ingest records is the rate it resamples from."""
   path = str(tmp_path / "v.npz")
   outputs.save_npz(path, features=np.zeros((30, 4), np.float32), fps=30.0)
   row = {"video_id": "v", "subject_id": "s", "path": path, "fps": "15"}

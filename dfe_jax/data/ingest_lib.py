@@ -80,21 +80,12 @@ def assign_splits(rows, val_fraction, test_fraction, seed):
   return {r["video_id"]: split_of[r["subject_id"]] for r in rows}
 
 
-def frame_rate(row, file_fps):
-  """A video's frame rate, the one rule: the manifest's `fps` column when given (it overrides),
-  else `file_fps`, the rate its feature file stores (None: the file stores none)."""
-  if (row.get("fps") or "").strip():
-    return float(row["fps"])
-  if file_fps is None:
-    raise video_files.VideoFileError(f"{row['path']}: no frame rate; add an 'fps' column to the "
-                                     "manifest")
-  return file_fps
-
-
 def source_fps(row):
-  """`frame_rate` of a manifest row, reading its file only when the manifest gives no rate."""
+  """`video_files.frame_rate` of a manifest row, reading its file only when the manifest gives
+  no rate."""
   given = (row.get("fps") or "").strip()
-  return frame_rate(row, None if given else video_files.read_video(row["path"]).fps)
+  file_fps = None if given else video_files.read_video(row["path"]).fps
+  return video_files.frame_rate(row["path"], file_fps, given)
 
 
 def resample(x_TD, valid_T, from_fps, to_fps):
@@ -116,7 +107,7 @@ def resample(x_TD, valid_T, from_fps, to_fps):
 def load_and_resample(row, target_fps):
   """Reads one video, marks non-finite frames invalid and resamples it (runs in a worker)."""
   video = video_files.read_video(row["path"])
-  fps = frame_rate(row, video.fps)
+  fps = video_files.frame_rate(row["path"], video.fps, row.get("fps"))
   finite = np.isfinite(video.features).all(1)
   num_nonfinite = int((~finite).sum())
   x = np.where(finite[:, None], video.features, 0.0).astype(np.float32)

@@ -6,10 +6,9 @@ through `write`). Everything else reads `dataset.json` through `read`, which sto
 an unknown `format_version` with one line, and the videos' splits through `read_video_splits`.
 """
 
-import json
-
 import csv
 import io
+import json
 import os
 
 from dfe_jax.formats import filesystem

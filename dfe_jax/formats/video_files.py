@@ -150,6 +150,16 @@ def _read_emoca_folder(path):
   return Video(x.astype(np.float32), np.ones(len(x), bool), None, default_names(x.shape[1]))
 
 
+def frame_rate(path, file_fps, manifest_fps=""):
+  """A video's frame rate, the one rule: the manifest's `fps` value when given (it overrides),
+  else `file_fps`, the rate its feature file `path` stores (None: the file stores none)."""
+  if (manifest_fps or "").strip():
+    return float(manifest_fps)
+  if file_fps is None:
+    raise VideoFileError(f"{path}: no frame rate; add an 'fps' column to the manifest")
+  return file_fps
+
+
 def write_npz(path, features, valid, fps, feature_names, **extra):
   """Writes one per-video `.npz` atomically (local or remote): the arrays `read_video` reads,
   checked against each other, plus `extra` arrays (au, au_names, landmarks, jitter, ...)."""

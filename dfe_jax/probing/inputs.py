@@ -92,13 +92,9 @@ def load_videos(manifest, indices):
   """The per-video feature files named in `path` (`video_files.Video`s, fps always set)."""
   videos = []
   for i in indices:
-    video = video_files.read_video(manifest.file_of(i))
-    if video.fps is None:
-      fps = (manifest.rows[i].get("fps") or "").strip()
-      if not fps:
-        raise video_files.VideoFileError(f"{manifest.file_of(i)}: no frame rate; add an 'fps' "
-                                         "column to the manifest")
-      video.fps = float(fps)
+    path = manifest.file_of(i)
+    video = video_files.read_video(path)
+    video.fps = video_files.frame_rate(path, video.fps, manifest.rows[i].get("fps"))
     videos.append(video)
   return videos
 

@@ -106,7 +106,7 @@ def _load_video(row, split, info, feature_names):
     raise ValueError(f"{row['path']}: features differ from the model's "
                      f"({len(video.feature_names)} vs {len(feature_names)} names)")
   fps = float(info["fps"])
-  src = ingest_lib.frame_rate(row, video.fps)
+  src = video_files.frame_rate(row["path"], video.fps, row.get("fps"))
   finite = np.isfinite(video.features).all(1)
   x = np.where(finite[:, None], video.features, 0.0).astype(np.float32)
   x_raw, valid = ingest_lib.resample(x, video.valid & finite, src, fps)
