@@ -16,6 +16,7 @@ from absl import logging
 import numpy as np
 
 from dfe_jax.formats import dataset_info
+from dfe_jax.formats import metrics_log
 from dfe_jax.formats import outputs
 from dfe_jax.formats import tokens as tokens_format
 from dfe_jax.main_job import stages as stages_lib
@@ -99,10 +100,8 @@ def training_metrics(workdir):
   """Held-out reconstruction cosine and code usage per level (the last evaluation) and the last
   logged regulariser values, from `metrics.jsonl`."""
   last = {}
-  with open(os.path.join(workdir, "metrics.jsonl")) as f:
-    for line in f:
-      if line.strip():
-        last.update(json.loads(line))  # Later rows win: the last value of every metric.
+  for row in metrics_log.read(workdir):
+    last.update(row)  # Later rows win: the last value of every metric.
   levels = sorted(int(k.split("/")[2][5:]) for k in last
                   if k.startswith("eval/vq/level") and k.endswith("/usage"))
   def regulariser(term):

@@ -1,8 +1,8 @@
 """The main job's summary: reconstruction, codebook use, display recovery and the probe table."""
 
-import json
 import os
 
+from dfe_jax.formats import metrics_log
 from dfe_jax.formats import probe_results
 from dfe_jax.synthetic import display_discovery
 from dfe_jax.synthetic import token_recovery
@@ -10,9 +10,7 @@ from dfe_jax.synthetic import token_recovery
 
 def _last_eval(workdir):
   """The last evaluation row of a workdir's metrics.jsonl."""
-  evals = [json.loads(l) for l in open(os.path.join(workdir, "metrics.jsonl"))
-           if "eval/recon_cosine" in l]
-  return evals[-1]
+  return [row for row in metrics_log.read(workdir) if "eval/recon_cosine" in row][-1]
 
 
 def summarize(paths, trained, recovery, seconds):

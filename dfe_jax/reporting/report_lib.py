@@ -7,7 +7,6 @@ tokenize output); without them the report encodes up to `max_videos` manifest vi
 """
 
 import dataclasses
-import json
 import os
 import time
 
@@ -18,6 +17,7 @@ from dfe_jax.data import ingest_lib
 from dfe_jax.formats import dataset_info
 from dfe_jax.formats import filesystem
 from dfe_jax.formats import manifest as manifest_format
+from dfe_jax.formats import metrics_log
 from dfe_jax.formats import normalization
 from dfe_jax.formats import outputs
 from dfe_jax.formats import probe_results
@@ -138,15 +138,6 @@ def encode_videos(trained, videos):
           "shared_codebook": q.shared_codebook}
 
 
-def read_metrics(workdir):
-  """The rows of `metrics.jsonl` (empty when there is none)."""
-  path = os.path.join(workdir, "metrics.jsonl")
-  if not filesystem.exists(path):
-    return []
-  with filesystem.open(path) as f:
-    return [json.loads(line) for line in f if line.strip()]
-
-
 def _pick_videos(rows, split_of, tokens, max_videos, heldout_videos):
   """Manifest rows to read: held-out ones first, then the tokenized ones, up to `max_videos`."""
   held = [r for r in rows if split_of.get(r["video_id"]) in token_sections.HELD_OUT_SPLITS]
@@ -199,7 +190,7 @@ def gather(workdir, output_dir, *, tokens=None, manifest=None, flame_model=None,
       except ValueError:
         pass
   return ReportData(trained, workdir, output_dir, feature_names, float(info["fps"]), token_data,
-                    tokens_source, videos, split_source, read_metrics(workdir), options,
+                    tokens_source, videos, split_source, metrics_log.read(workdir), options,
                     flame_model, manifest,
                     display_discovery.read(discovery_dir) if discovery_dir else None,
                     probe_results.read(probe_dir) if probe_dir else None, notes)

@@ -8,6 +8,7 @@ import numpy as np
 import tensorflow as tf
 
 from dfe_jax.formats import filesystem
+from dfe_jax.formats import metrics_log
 from dfe_jax.formats import outputs
 
 
@@ -34,7 +35,7 @@ class MetricWriter:
   def __init__(self, workdir, start_step=0):
     self.active = jax.process_index() == 0
     if self.active:
-      jsonl = os.path.join(workdir, "metrics.jsonl")
+      jsonl = os.path.join(workdir, metrics_log.FILE_NAME)
       drop_rows_after(jsonl, start_step)
       self._summary = tf.summary.create_file_writer(os.path.join(workdir, "tensorboard"))
       self._jsonl = filesystem.open(jsonl, "a")
